@@ -1,0 +1,89 @@
+//! `chunkedgraph`: the front door. One binary, one subcommand per job.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "chunkedgraph", version, about = "Proofreadable connectomes on Bigtable")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run our durable Bigtable-API server (data API + table admin) on a data directory.
+    Emulator(EmulatorArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct EmulatorArgs {
+    /// Where the tables live; created if missing, reused if present.
+    #[arg(long, default_value = "chunkedgraph-data/bigtable")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8086")]
+    listen: SocketAddr,
+    /// Acknowledge writes before they are fsynced (faster, loses recent writes on power loss).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Refuse what Cloud Bigtable refuses: row keys over 4 KiB, over 100k mutations a request.
+    #[arg(long)]
+    enforce_limits: bool,
+    /// Block cache size in MiB.
+    #[arg(long, default_value_t = 64)]
+    cache_mib: u64,
+}
+
+async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let opts = cg_emulator::StoreOptions {
+        sync: !args.no_fsync,
+        enforce_limits: args.enforce_limits,
+        cache_bytes: args.cache_mib << 20,
+    };
+    let store = cg_emulator::open(&args.data_dir, opts)
+        .with_context(|| format!("opening store in {}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Scripts wait for this line before connecting.
+    println!("chunkedgraph emulator listening on {addr}");
+    tracing::info!(data_dir = %args.data_dir.display(), "serving Bigtable API");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    cg_emulator::serve(store.clone(), listener, shutdown).await?;
+    store.flush()?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Emulator(args) => run_emulator(args).await,
+            Command::Bench { what } => bench::run(what).await,
+        }
+    })
+}
