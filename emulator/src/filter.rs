@@ -644,3 +644,678 @@ fn translate_re2(pat: &[u8]) -> Result<String, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::StoredRow;
+    use googleapis_tonic_google_bigtable_v2::google::bigtable::v2::row_filter::{
+        Chain, Condition, Interleave,
+    };
+
+    fn rf(filter: Filter) -> RowFilter {
+        RowFilter {
+            filter: Some(filter),
+        }
+    }
+    fn chain(filters: Vec<RowFilter>) -> RowFilter {
+        rf(Filter::Chain(Chain { filters }))
+    }
+    fn interleave(filters: Vec<RowFilter>) -> RowFilter {
+        rf(Filter::Interleave(Interleave { filters }))
+    }
+    fn cond(pred: Option<RowFilter>, t: Option<RowFilter>, f: Option<RowFilter>) -> RowFilter {
+        rf(Filter::Condition(Box::new(Condition {
+            predicate_filter: pred.map(Box::new),
+            true_filter: t.map(Box::new),
+            false_filter: f.map(Box::new),
+        })))
+    }
+    fn pass() -> RowFilter {
+        rf(Filter::PassAllFilter(true))
+    }
+    fn block() -> RowFilter {
+        rf(Filter::BlockAllFilter(true))
+    }
+    fn sink() -> RowFilter {
+        rf(Filter::Sink(true))
+    }
+    fn family(re: &str) -> RowFilter {
+        rf(Filter::FamilyNameRegexFilter(re.into()))
+    }
+    fn qual(re: &[u8]) -> RowFilter {
+        rf(Filter::ColumnQualifierRegexFilter(re.to_vec()))
+    }
+    fn value(re: &[u8]) -> RowFilter {
+        rf(Filter::ValueRegexFilter(re.to_vec()))
+    }
+    fn key(re: &[u8]) -> RowFilter {
+        rf(Filter::RowKeyRegexFilter(re.to_vec()))
+    }
+    fn label(l: &str) -> RowFilter {
+        rf(Filter::ApplyLabelTransformer(l.into()))
+    }
+    fn strip() -> RowFilter {
+        rf(Filter::StripValueTransformer(true))
+    }
+    fn col_limit(n: i32) -> RowFilter {
+        rf(Filter::CellsPerColumnLimitFilter(n))
+    }
+    fn row_limit(n: i32) -> RowFilter {
+        rf(Filter::CellsPerRowLimitFilter(n))
+    }
+    fn row_offset(n: i32) -> RowFilter {
+        rf(Filter::CellsPerRowOffsetFilter(n))
+    }
+    fn ts_range(start: i64, end: i64) -> RowFilter {
+        rf(Filter::TimestampRangeFilter(TimestampRange {
+            start_timestamp_micros: start,
+            end_timestamp_micros: end,
+        }))
+    }
+
+    /// Row "r1":
+    ///   a:q1 @3000=v13 @1000=v11
+    ///   a:q2 @2000=v22
+    ///   b:q1 @5000=v15
+    ///   b:zz @4000=""
+    fn row() -> Vec<ReadCell> {
+        let mut r = StoredRow::default();
+        r.set_cell("a", b"q1", 1000, b"v11".to_vec());
+        r.set_cell("a", b"q1", 3000, b"v13".to_vec());
+        r.set_cell("a", b"q2", 2000, b"v22".to_vec());
+        r.set_cell("b", b"q1", 5000, b"v15".to_vec());
+        r.set_cell("b", b"zz", 4000, Vec::new());
+        r.read_cells()
+    }
+
+    fn cell(family: &str, qualifier: &[u8], ts: i64, value: &[u8]) -> ReadCell {
+        ReadCell {
+            family: family.into(),
+            qualifier: qualifier.to_vec(),
+            ts,
+            value: value.to_vec(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Renders cells as `family:qualifier@ts[labels]` for compact assertions.
+    fn show(cells: &[ReadCell]) -> Vec<String> {
+        cells
+            .iter()
+            .map(|c| {
+                let mut s = format!(
+                    "{}:{}@{}",
+                    c.family,
+                    String::from_utf8_lossy(&c.qualifier),
+                    c.ts / 1000
+                );
+                if !c.labels.is_empty() {
+                    s.push_str(&format!("[{}]", c.labels.join(",")));
+                }
+                s
+            })
+            .collect()
+    }
+
+    fn run_on(f: &RowFilter, key: &[u8], cells: Vec<ReadCell>) -> Vec<String> {
+        show(&CompiledFilter::compile(f).expect("filter compiles").apply(key, cells))
+    }
+
+    fn run(f: &RowFilter) -> Vec<String> {
+        run_on(f, b"r1", row())
+    }
+
+    fn err(f: &RowFilter) -> FilterError {
+        CompiledFilter::compile(f).expect_err("filter is rejected")
+    }
+
+    const ALL: [&str; 5] = ["a:q1@3", "a:q1@1", "a:q2@2", "b:q1@5", "b:zz@4"];
+
+    #[test]
+    fn unset_filter_is_rejected_anywhere() {
+        let unset = RowFilter { filter: None };
+        assert_eq!(err(&unset).field, "filter");
+        assert_eq!(err(&chain(vec![pass(), unset.clone()])).field, "filter");
+        assert_eq!(err(&interleave(vec![unset.clone(), pass()])).field, "filter");
+        assert_eq!(err(&cond(Some(pass()), Some(unset.clone()), None)).field, "filter");
+        assert_eq!(err(&cond(Some(unset), None, None)).field, "filter");
+        assert_eq!(err(&cond(None, Some(pass()), None)).field, "condition");
+    }
+
+    #[test]
+    fn pass_all_and_block_all() {
+        assert_eq!(run(&pass()), ALL);
+        assert!(run(&block()).is_empty());
+        assert_eq!(err(&rf(Filter::PassAllFilter(false))).field, "pass_all_filter");
+        assert_eq!(err(&rf(Filter::BlockAllFilter(false))).field, "block_all_filter");
+        assert_eq!(
+            err(&rf(Filter::StripValueTransformer(false))).field,
+            "strip_value_transformer"
+        );
+        assert_eq!(err(&rf(Filter::Sink(false))).field, "sink");
+    }
+
+    #[test]
+    fn empty_input_gives_empty_output() {
+        for f in [pass(), sink(), interleave(vec![pass(), pass()]), cond(Some(block()), None, Some(pass()))] {
+            assert!(run_on(&f, b"r1", Vec::new()).is_empty());
+        }
+    }
+
+    #[test]
+    fn chain_is_sequential_and_empty_chain_passes_all() {
+        assert_eq!(run(&chain(vec![])), ALL);
+        assert_eq!(run(&chain(vec![family("a")])), ["a:q1@3", "a:q1@1", "a:q2@2"]);
+        assert_eq!(
+            run(&chain(vec![family("a"), qual(b"q1"), col_limit(1)])),
+            ["a:q1@3"]
+        );
+        // Order matters: the limit applies to what the previous filter let through.
+        assert_eq!(run(&chain(vec![row_limit(2), family("b")])), Vec::<String>::new());
+        assert_eq!(run(&chain(vec![family("b"), row_limit(2)])), ["b:q1@5", "b:zz@4"]);
+        assert!(run(&chain(vec![pass(), block(), pass()])).is_empty());
+    }
+
+    #[test]
+    fn interleave_keeps_duplicates_in_read_order() {
+        assert!(run(&interleave(vec![])).is_empty());
+        assert_eq!(run(&interleave(vec![family("a")])), ["a:q1@3", "a:q1@1", "a:q2@2"]);
+        assert_eq!(
+            run(&interleave(vec![pass(), pass()])),
+            [
+                "a:q1@3", "a:q1@3", "a:q1@1", "a:q1@1", "a:q2@2", "a:q2@2", "b:q1@5", "b:q1@5",
+                "b:zz@4", "b:zz@4"
+            ]
+        );
+        // Outputs of different branches are merged back into read order.
+        assert_eq!(
+            run(&interleave(vec![family("b"), qual(b"q2"), ts_range(3000, 0)])),
+            ["a:q1@3", "a:q2@2", "b:q1@5", "b:q1@5", "b:zz@4", "b:zz@4"]
+        );
+        // Each branch sees the full input, not what the other branches left.
+        assert_eq!(
+            run(&interleave(vec![chain(vec![col_limit(1), label("new")]), block(), row_offset(4)])),
+            ["a:q1@3[new]", "a:q2@2[new]", "b:q1@5[new]", "b:zz@4[new]", "b:zz@4"]
+        );
+        // Duplicates count separately in the limits that follow.
+        assert_eq!(
+            run(&chain(vec![interleave(vec![pass(), pass()]), col_limit(1)])),
+            ["a:q1@3", "a:q2@2", "b:q1@5", "b:zz@4"]
+        );
+        assert_eq!(
+            run(&chain(vec![interleave(vec![pass(), pass()]), row_limit(3)])),
+            ["a:q1@3", "a:q1@3", "a:q1@1"]
+        );
+        assert_eq!(
+            run(&chain(vec![interleave(vec![pass(), pass()]), row_offset(7)])),
+            ["b:q1@5", "b:zz@4", "b:zz@4"]
+        );
+    }
+
+    #[test]
+    fn interleave_doc_example() {
+        // The example in the Interleave doc comment, over three input cells of row "r".
+        let input = vec![
+            cell("far", b"bar", 7, b"a"),
+            cell("far", b"blah", 5, b"x"),
+            cell("foo", b"bar", 10, b"x"),
+            cell("foo", b"bar", 10, b"z"),
+            cell("foo", b"blah", 11, b"z"),
+        ];
+        // f(0) yields foo,bar,10,x and foo,blah,11,z; f(1) foo,bar,10,z and far,blah,5,x;
+        // f(2) far,bar,7,a and far,blah,5,x.
+        let f = interleave(vec![
+            chain(vec![
+                family("foo"),
+                interleave(vec![chain(vec![qual(b"bar"), value(b"x")]), qual(b"blah")]),
+            ]),
+            interleave(vec![
+                chain(vec![qual(b"bar"), value(b"z")]),
+                chain(vec![qual(b"blah"), family("far")]),
+            ]),
+            family("far"),
+        ]);
+        let out = CompiledFilter::compile(&f).unwrap().apply(b"r", input);
+        let got: Vec<_> = out
+            .iter()
+            .map(|c| {
+                format!(
+                    "{},{},{},{}",
+                    c.family,
+                    String::from_utf8_lossy(&c.qualifier),
+                    c.ts,
+                    String::from_utf8_lossy(&c.value)
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "far,bar,7,a",
+                "far,blah,5,x",
+                "far,blah,5,x",
+                "foo,bar,10,x",
+                "foo,bar,10,z",
+                "foo,blah,11,z"
+            ]
+        );
+    }
+
+    #[test]
+    fn condition_branches() {
+        let has_b = family("b");
+        assert_eq!(
+            run(&cond(Some(has_b.clone()), Some(family("a")), Some(block()))),
+            ["a:q1@3", "a:q1@1", "a:q2@2"]
+        );
+        assert_eq!(
+            run(&cond(Some(family("c")), Some(pass()), Some(qual(b"zz")))),
+            ["b:zz@4"]
+        );
+        // A missing branch yields nothing.
+        assert!(run(&cond(Some(has_b.clone()), None, Some(pass()))).is_empty());
+        assert!(run(&cond(Some(family("c")), Some(pass()), None)).is_empty());
+        assert!(run(&cond(Some(has_b), None, None)).is_empty());
+        // The branches see the condition's input, not the predicate's output.
+        assert_eq!(run(&cond(Some(qual(b"zz")), Some(row_limit(1)), None)), ["a:q1@3"]);
+        // Labels applied in the predicate are not output.
+        assert_eq!(
+            run(&cond(Some(chain(vec![family("a"), label("p")])), Some(col_limit(1)), None)),
+            ["a:q1@3", "a:q2@2", "b:q1@5", "b:zz@4"]
+        );
+        // The row key counts: the predicate is evaluated per row.
+        let f = cond(Some(key(b"r1")), Some(pass()), Some(block()));
+        assert_eq!(run_on(&f, b"r1", row()).len(), 5);
+        assert!(run_on(&f, b"r2", row()).is_empty());
+        // Inside a chain, the condition acts on the intermediate row.
+        assert_eq!(
+            run(&chain(vec![family("b"), cond(Some(qual(b"q1")), Some(strip()), None), row_limit(1)])),
+            ["b:q1@5"]
+        );
+    }
+
+    #[test]
+    fn sink_doc_example() {
+        // Chain(FamilyRegex("A"), Interleave(All(), Chain(Label("foo"), Sink())), QualifierRegex("B"))
+        let input = vec![
+            cell("A", b"A", 1, b"w"),
+            cell("A", b"B", 2, b"x"),
+            cell("B", b"B", 4, b"z"),
+        ];
+        let f = chain(vec![
+            family("A"),
+            interleave(vec![pass(), chain(vec![label("foo"), sink()])]),
+            qual(b"B"),
+        ]);
+        let out = CompiledFilter::compile(&f).unwrap().apply(b"r", input);
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|c| {
+                format!(
+                    "{},{},{},{},{:?}",
+                    c.family,
+                    String::from_utf8_lossy(&c.qualifier),
+                    c.ts,
+                    String::from_utf8_lossy(&c.value),
+                    c.labels
+                )
+            })
+            .collect();
+        // The two A:B copies may come in either order; everything else is in read order.
+        assert_eq!(got[0], r#"A,A,1,w,["foo"]"#);
+        got[1..].sort();
+        assert_eq!(got[1..], [r#"A,B,2,x,["foo"]"#, "A,B,2,x,[]"]);
+    }
+
+    #[test]
+    fn sink_bypasses_the_rest_of_the_chain() {
+        assert_eq!(run(&sink()), ALL);
+        assert_eq!(run(&chain(vec![family("b"), sink(), block()])), ["b:q1@5", "b:zz@4"]);
+        // Sunk cells skip enclosing chains at every level, and merge with the normal output.
+        let f = chain(vec![
+            interleave(vec![chain(vec![qual(b"q2"), label("s"), sink()]), family("b")]),
+            row_limit(1),
+        ]);
+        assert_eq!(run(&f), ["a:q2@2[s]", "b:q1@5"]);
+        // A sink in each of two branches outputs both copies.
+        let f = interleave(vec![chain(vec![qual(b"zz"), sink()]), chain(vec![qual(b"zz"), sink()])]);
+        assert_eq!(run(&f), ["b:zz@4", "b:zz@4"]);
+    }
+
+    #[test]
+    fn sink_is_rejected_inside_conditions() {
+        for f in [
+            cond(Some(sink()), Some(pass()), None),
+            cond(Some(pass()), Some(chain(vec![pass(), sink()])), None),
+            cond(Some(pass()), None, Some(interleave(vec![pass(), sink()]))),
+            chain(vec![pass(), cond(Some(pass()), Some(sink()), None)]),
+        ] {
+            let e = err(&f);
+            assert_eq!(e.field, "sink");
+            assert!(e.to_string().contains("condition"), "{e}");
+        }
+    }
+
+    #[test]
+    fn row_key_regex_is_anchored_and_binary() {
+        assert_eq!(run_on(&key(b"r1"), b"r1", row()).len(), 5);
+        assert!(run_on(&key(b"r"), b"r1", row()).is_empty());
+        assert!(run_on(&key(b"1"), b"r1", row()).is_empty());
+        assert!(run_on(&key(b"r1"), b"xr1", row()).is_empty());
+        assert_eq!(run_on(&key(b"r.*"), b"r1", row()).len(), 5);
+        // `.` does not match `\n`; `\C` matches any byte.
+        assert!(run_on(&key(b"a.b"), b"a\nb", row()).is_empty());
+        assert_eq!(run_on(&key(b"a\\Cb"), b"a\nb", row()).len(), 5);
+        assert_eq!(run_on(&key(b"\\C*"), b"\xff\x00\n", row()).len(), 5);
+        // Non-UTF-8 bytes in the pattern match themselves.
+        assert_eq!(run_on(&key(b"\xff\xfe"), b"\xff\xfe", row()).len(), 5);
+        assert!(run_on(&key(b"\xff\xfe"), b"\xff\xff", row()).is_empty());
+        assert_eq!(run_on(&key(b"[\xf0-\xff]+"), b"\xf1\xff", row()).len(), 5);
+        assert!(err(&key(b"(")).to_string().starts_with("invalid row_key_regex_filter: "));
+    }
+
+    #[test]
+    fn row_sample() {
+        for bad in [0.0, 1.0, -0.5, 2.0, f64::NAN] {
+            assert_eq!(err(&rf(Filter::RowSampleFilter(bad))).field, "row_sample_filter");
+        }
+        let rare = CompiledFilter::compile(&rf(Filter::RowSampleFilter(1e-12))).unwrap();
+        let common = CompiledFilter::compile(&rf(Filter::RowSampleFilter(1.0 - 1e-12))).unwrap();
+        let half = CompiledFilter::compile(&rf(Filter::RowSampleFilter(0.5))).unwrap();
+        let mut kept = 0;
+        for _ in 0..2000 {
+            assert!(rare.apply(b"r", row()).is_empty());
+            assert_eq!(common.apply(b"r", row()).len(), 5);
+            // All cells of a row or none.
+            match half.apply(b"r", row()).len() {
+                0 => {}
+                5 => kept += 1,
+                n => panic!("row sample kept {n} of 5 cells"),
+            }
+        }
+        assert!((700..1300).contains(&kept), "kept {kept} of 2000 rows at p=0.5");
+    }
+
+    #[test]
+    fn family_regex_is_anchored() {
+        let mut r = StoredRow::default();
+        for fam in ["f", "ff", "xf", "g"] {
+            r.set_cell(fam, b"q", 1000, b"v".to_vec());
+        }
+        let on = |re: &str| run_on(&family(re), b"r", r.read_cells());
+        assert_eq!(on("f"), ["f:q@1"]);
+        assert_eq!(on("f+"), ["f:q@1", "ff:q@1"]);
+        assert_eq!(on("f|g"), ["f:q@1", "g:q@1"]);
+        assert_eq!(on(".f"), ["ff:q@1", "xf:q@1"]);
+        assert!(on("").is_empty());
+        assert!(on("h").is_empty());
+        let e = err(&family("a:b"));
+        assert_eq!(e.field, "family_name_regex_filter");
+        let e = err(&family("[a"));
+        assert!(e.to_string().starts_with("invalid family_name_regex_filter: "), "{e}");
+    }
+
+    #[test]
+    fn qualifier_regex_is_anchored_and_binary() {
+        assert_eq!(run(&qual(b"q1")), ["a:q1@3", "a:q1@1", "b:q1@5"]);
+        assert!(run(&qual(b"q")).is_empty());
+        assert!(run(&qual(b"1")).is_empty());
+        assert_eq!(run(&qual(b"q.")), ["a:q1@3", "a:q1@1", "a:q2@2", "b:q1@5"]);
+        // Alternation stays inside the anchors.
+        assert_eq!(run(&qual(b"z|q2")), ["a:q2@2"]);
+        assert_eq!(run(&qual(b"zz|q")), ["b:zz@4"]);
+        // A stray `)` cannot break out of the anchors.
+        assert_eq!(err(&qual(b"q)|(z")).field, "column_qualifier_regex_filter");
+        let mut r = StoredRow::default();
+        r.set_cell("f", b"\x00\xff", 1000, vec![]);
+        r.set_cell("f", b"a\nb", 1000, vec![]);
+        r.set_cell("f", "é".as_bytes(), 1000, vec![]);
+        let on = |re: &[u8]| run_on(&qual(re), b"r", r.read_cells()).len();
+        assert_eq!(on(b"\\x00\\xff"), 1);
+        assert_eq!(on(b"\x00\xff"), 1);
+        assert_eq!(on(b"\\C\\C"), 2);
+        assert_eq!(on(b".."), 2); // `é` is two bytes; `a\nb` has a newline
+        assert_eq!(on(b"a.b"), 0);
+        assert_eq!(on(b"a\\Cb"), 1);
+        assert_eq!(on(b"a\\nb"), 1);
+        assert_eq!(on("é".as_bytes()), 1);
+        assert_eq!(on(b"\\xC3\\xA9"), 1);
+        assert_eq!(on(b"(?s).*"), 3);
+        assert_eq!(on(b".*"), 2);
+    }
+
+    #[test]
+    fn column_range() {
+        use column_range::{EndQualifier as E, StartQualifier as S};
+        let range = |fam: &str, s: Option<S>, e: Option<E>| {
+            rf(Filter::ColumnRangeFilter(ColumnRange {
+                family_name: fam.into(),
+                start_qualifier: s,
+                end_qualifier: e,
+            }))
+        };
+        let q = |s: &str| s.as_bytes().to_vec();
+        assert_eq!(run(&range("a", None, None)), ["a:q1@3", "a:q1@1", "a:q2@2"]);
+        assert_eq!(run(&range("b", None, None)), ["b:q1@5", "b:zz@4"]);
+        assert!(run(&range("c", None, None)).is_empty());
+        assert_eq!(
+            run(&range("a", Some(S::StartQualifierClosed(q("q1"))), Some(E::EndQualifierOpen(q("q2"))))),
+            ["a:q1@3", "a:q1@1"]
+        );
+        assert_eq!(
+            run(&range("a", Some(S::StartQualifierOpen(q("q1"))), Some(E::EndQualifierClosed(q("q2"))))),
+            ["a:q2@2"]
+        );
+        assert!(run(&range("a", Some(S::StartQualifierOpen(q("q1"))), Some(E::EndQualifierOpen(q("q2"))))).is_empty());
+        assert_eq!(
+            run(&range("a", Some(S::StartQualifierClosed(q("q1"))), Some(E::EndQualifierClosed(q("q2"))))),
+            ["a:q1@3", "a:q1@1", "a:q2@2"]
+        );
+        assert_eq!(run(&range("b", Some(S::StartQualifierClosed(q("r"))), None)), ["b:zz@4"]);
+        assert_eq!(run(&range("b", None, Some(E::EndQualifierOpen(q("r"))))), ["b:q1@5"]);
+        // An empty lower bound includes the empty qualifier.
+        let mut r = StoredRow::default();
+        r.set_cell("a", b"", 1000, vec![]);
+        let f = range("a", Some(S::StartQualifierClosed(vec![])), Some(E::EndQualifierOpen(q("a"))));
+        assert_eq!(run_on(&f, b"r", r.read_cells()), ["a:@1"]);
+        // A reversed range matches nothing.
+        assert!(run(&range("a", Some(S::StartQualifierClosed(q("q2"))), Some(E::EndQualifierClosed(q("q1"))))).is_empty());
+        assert_eq!(err(&range("", None, None)).field, "column_range_filter");
+    }
+
+    #[test]
+    fn timestamp_range_is_half_open() {
+        assert_eq!(run(&ts_range(0, 0)), ALL);
+        assert_eq!(run(&ts_range(2000, 4000)), ["a:q1@3", "a:q2@2"]);
+        assert_eq!(run(&ts_range(3000, 0)), ["a:q1@3", "b:q1@5", "b:zz@4"]);
+        assert_eq!(run(&ts_range(0, 1001)), ["a:q1@1"]);
+        assert!(run(&ts_range(0, 1000)).is_empty());
+        assert!(run(&ts_range(4000, 2000)).is_empty());
+    }
+
+    #[test]
+    fn value_regex_and_range() {
+        assert_eq!(run(&value(b"v1.")), ["a:q1@3", "a:q1@1", "b:q1@5"]);
+        assert_eq!(run(&value(b"")), ["b:zz@4"]);
+        assert!(run(&value(b"v")).is_empty());
+        assert!(run(&value(b"1")).is_empty());
+        assert_eq!(err(&value(b"a{2,1}")).field, "value_regex_filter");
+        use value_range::{EndValue as E, StartValue as S};
+        let range = |s: Option<S>, e: Option<E>| {
+            rf(Filter::ValueRangeFilter(ValueRange {
+                start_value: s,
+                end_value: e,
+            }))
+        };
+        let v = |s: &str| s.as_bytes().to_vec();
+        assert_eq!(run(&range(None, None)), ALL);
+        assert_eq!(
+            run(&range(Some(S::StartValueClosed(v("v13"))), Some(E::EndValueOpen(v("v22"))))),
+            ["a:q1@3", "b:q1@5"]
+        );
+        assert_eq!(
+            run(&range(Some(S::StartValueOpen(v("v13"))), Some(E::EndValueClosed(v("v22"))))),
+            ["a:q2@2", "b:q1@5"]
+        );
+        assert_eq!(run(&range(None, Some(E::EndValueOpen(v("v"))))), ["b:zz@4"]);
+        assert_eq!(run(&range(Some(S::StartValueOpen(vec![])), Some(E::EndValueOpen(v("v12"))))), ["a:q1@1"]);
+        assert_eq!(run(&range(Some(S::StartValueClosed(v("v2"))), None)), ["a:q2@2"]);
+    }
+
+    #[test]
+    fn offsets_and_limits() {
+        assert_eq!(run(&row_offset(0)), ALL);
+        assert_eq!(run(&row_offset(3)), ["b:q1@5", "b:zz@4"]);
+        assert!(run(&row_offset(5)).is_empty());
+        assert!(run(&row_offset(50)).is_empty());
+        assert!(run(&row_limit(0)).is_empty());
+        assert_eq!(run(&row_limit(2)), ["a:q1@3", "a:q1@1"]);
+        assert_eq!(run(&row_limit(9)), ALL);
+        assert!(run(&col_limit(0)).is_empty());
+        assert_eq!(run(&col_limit(1)), ["a:q1@3", "a:q2@2", "b:q1@5", "b:zz@4"]);
+        assert_eq!(run(&col_limit(2)), ALL);
+        // Same qualifier in two families is two columns.
+        assert_eq!(run(&chain(vec![qual(b"q1"), col_limit(1)])), ["a:q1@3", "b:q1@5"]);
+        assert_eq!(run(&chain(vec![row_offset(1), row_limit(2)])), ["a:q1@1", "a:q2@2"]);
+        for (f, field) in [
+            (row_offset(-1), "cells_per_row_offset_filter"),
+            (row_limit(-1), "cells_per_row_limit_filter"),
+            (col_limit(-1), "cells_per_column_limit_filter"),
+        ] {
+            assert_eq!(err(&f).field, field);
+        }
+    }
+
+    #[test]
+    fn strip_value_and_label() {
+        let out = CompiledFilter::compile(&chain(vec![strip(), label("x-1")]))
+            .unwrap()
+            .apply(b"r", row());
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|c| c.value.is_empty() && c.labels == ["x-1"]));
+        // Values pass through untouched otherwise.
+        let out = CompiledFilter::compile(&pass()).unwrap().apply(b"r", row());
+        assert_eq!(out, row());
+        for bad in ["", "Upper", "has space", "sixteen-chars-xx", "under_score"] {
+            assert_eq!(err(&label(bad)).field, "apply_label_transformer", "{bad:?}");
+        }
+        assert!(CompiledFilter::compile(&label("fifteen-chars-x")).is_ok());
+    }
+
+    #[test]
+    fn at_most_one_label_per_cell() {
+        // Two labels in sequence are rejected, however deeply nested.
+        for f in [
+            chain(vec![label("a"), label("b")]),
+            chain(vec![label("a"), pass(), chain(vec![pass(), label("b")])]),
+            chain(vec![interleave(vec![label("a"), pass()]), label("b")]),
+            chain(vec![label("a"), cond(Some(pass()), None, Some(label("b")))]),
+            interleave(vec![pass(), chain(vec![label("a"), label("b")])]),
+        ] {
+            assert_eq!(err(&f).field, "chain");
+        }
+        // Labels on separate copies are fine, and so are predicate labels.
+        assert_eq!(
+            run(&chain(vec![family("b"), interleave(vec![label("a"), label("b")])])),
+            ["b:q1@5[a]", "b:q1@5[b]", "b:zz@4[a]", "b:zz@4[b]"]
+        );
+        assert_eq!(
+            run(&chain(vec![cond(Some(label("p")), Some(qual(b"zz")), None), label("b")])),
+            ["b:zz@4[b]"]
+        );
+    }
+
+    #[test]
+    fn nested_combinations() {
+        // Newest cell of every column in family "a", labelled, plus the values of older
+        // versions stripped, capped at 3 cells.
+        let f = chain(vec![
+            family("a"),
+            interleave(vec![
+                chain(vec![col_limit(1), label("latest")]),
+                chain(vec![row_offset(1), strip()]),
+            ]),
+            row_limit(3),
+        ]);
+        let out = CompiledFilter::compile(&f).unwrap().apply(b"r1", row());
+        assert_eq!(show(&out), ["a:q1@3[latest]", "a:q1@1", "a:q2@2[latest]"]);
+        assert_eq!(out[0].value, b"v13");
+        assert!(out[1].value.is_empty());
+        // A condition choosing between two interleaves.
+        let f = cond(
+            Some(chain(vec![family("b"), value(b"v15")])),
+            Some(interleave(vec![qual(b"zz"), chain(vec![family("a"), col_limit(1)])])),
+            Some(block()),
+        );
+        assert_eq!(run(&f), ["a:q1@3", "a:q2@2", "b:zz@4"]);
+        let f = cond(
+            Some(chain(vec![family("b"), value(b"nope")])),
+            Some(pass()),
+            Some(chain(vec![ts_range(4000, 0), strip()])),
+        );
+        assert_eq!(run(&f), ["b:q1@5", "b:zz@4"]);
+        // Conditions nested in conditions.
+        let inner = cond(Some(qual(b"q2")), Some(row_limit(1)), Some(block()));
+        let f = cond(Some(family("a")), Some(inner), None);
+        assert_eq!(run(&f), ["a:q1@3"]);
+    }
+
+    #[test]
+    fn nesting_depth_is_limited() {
+        let mut f = pass();
+        for _ in 0..MAX_DEPTH {
+            f = chain(vec![f, pass()]);
+        }
+        assert_eq!(run(&f), ALL);
+        let e = err(&interleave(vec![f, block()]));
+        assert!(e.to_string().contains("nested more than 20"), "{e}");
+        let big = chain((0..6000).map(|_| pass()).collect());
+        let e = CompiledFilter::compile(&big).map(|_| ()).unwrap_err();
+        assert_eq!(e.field, "filter");
+    }
+
+    #[test]
+    fn re2_translation() {
+        let t = |p: &[u8]| translate_re2(p);
+        assert_eq!(t(b"a\\Cb").unwrap(), "a(?s:.)b");
+        assert_eq!(t(b"\xe9").unwrap(), "\\xE9");
+        assert_eq!(t(b"\\Qa.b*\\E+").unwrap(), "a\\x2Eb\\x2A+");
+        assert_eq!(t(b"[]a]").unwrap(), "[\\]a]");
+        assert_eq!(t(b"[^]a]").unwrap(), "[^\\]a]");
+        assert_eq!(t(b"[[a]").unwrap(), "[\\[a]");
+        assert_eq!(t(b"[[:alpha:]_]").unwrap(), "[[:alpha:]_]");
+        assert_eq!(t(b"[[:^digit:]]").unwrap(), "[[:^digit:]]");
+        assert_eq!(t(b"[a&&b]").unwrap(), "[a\\&\\&b]");
+        assert_eq!(t(b"[(]").unwrap(), "[(]");
+        assert!(t(b"a)").is_err());
+        assert!(t(b"(?x)a").is_err());
+        assert!(t(b"\\").is_err());
+        assert!(t(b"[\\C]").is_err());
+        assert!(t(b"(?i)a(?-s:b)(?P<n>c)(?:d)").is_ok());
+        // The translations compile and behave as RE2 does.
+        let m = |p: &[u8], s: &[u8]| build_regex("value_regex_filter", p).unwrap().is_match(s);
+        assert!(m(b"\\Qa.b\\E", b"a.b"));
+        assert!(!m(b"\\Qa.b\\E", b"axb"));
+        assert!(m(b"\\Qa.b", b"a.b"));
+        assert!(m(b"[]]", b"]"));
+        assert!(m(b"[[]", b"["));
+        assert!(m(b"[&~]+", b"&~&"));
+        assert!(m(b"[a&&b]", b"&"));
+        assert!(m(b"[[:digit:]]+", b"123"));
+        assert!(m(b"\\101", b"A"));
+        assert!(m(b"(?i)abc", b"AbC"));
+        assert!(m(b"a(?U)b+", b"abbb"));
+        assert!(m(b"\\d+", b"42"));
+        assert!(!m(b"\\w", b"\xe9"));
+        assert!(m(b"[\\x00-\\xff]*", b"\x00\xff\n"));
+    }
+
+    #[test]
+    fn error_messages_name_the_field() {
+        let e = err(&qual(b"*"));
+        assert!(e.to_string().starts_with("invalid column_qualifier_regex_filter: "), "{e}");
+        let e = err(&chain(vec![label("a"), label("b")]));
+        assert!(e.to_string().starts_with("invalid chain: "), "{e}");
+    }
+}

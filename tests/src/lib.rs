@@ -1,1 +1,154 @@
-//! placeholder
+//! Test harness for cross-crate scenarios: starts Google's emulator and ours as real
+//! processes on free loopback ports, and cleans them up.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's `google-cloud-cli-bigtable-emulator` puts Google's emulator.
+const CBT_PATHS: &[&str] = &[
+    "/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator",
+    "/usr/share/google-cloud-sdk/platform/bigtable-emulator/cbtemulator",
+];
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// The path of Google's emulator, or a panic that says how to install it.
+pub fn cbtemulator_path() -> PathBuf {
+    if let Ok(p) = std::env::var("CBTEMULATOR") {
+        return PathBuf::from(p);
+    }
+    for p in CBT_PATHS {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    if let Ok(out) = Command::new("which").arg("cbtemulator").output() {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !s.is_empty() {
+            return PathBuf::from(s);
+        }
+    }
+    panic!(
+        "Google's Bigtable emulator (cbtemulator) was not found. Install it with \
+         `apt-get install google-cloud-cli-bigtable-emulator`, or set CBTEMULATOR to its path."
+    );
+}
+
+/// The `chunkedgraph` binary built from this workspace, or a panic that says how to build it.
+pub fn chunkedgraph_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CHUNKEDGRAPH_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("chunkedgraph");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "the chunkedgraph binary was not found under {}; build it first with \
+         `cargo build -p chunkedgraph`, or set CHUNKEDGRAPH_BIN",
+        target.display()
+    );
+}
+
+fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {addr}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {addr} within 30 s");
+}
+
+/// An emulator process; killed with SIGKILL when dropped.
+pub struct EmulatorProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl EmulatorProcess {
+    /// Google's emulator on a free port.
+    pub fn google() -> EmulatorProcess {
+        let port = free_port();
+        let mut child = Command::new(cbtemulator_path())
+            .args(["-host", "127.0.0.1", "-port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting cbtemulator");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for_port(addr, &mut child, "cbtemulator");
+        EmulatorProcess { addr, child }
+    }
+
+    /// Our emulator on a free port, storing in `data_dir`.
+    pub fn ours(data_dir: &Path, extra: &[&str]) -> EmulatorProcess {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut child = Command::new(chunkedgraph_bin())
+            .arg("emulator")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting chunkedgraph emulator");
+        // The emulator prints one line once it listens.
+        if let Some(out) = child.stdout.take() {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        wait_for_port(addr, &mut child, "chunkedgraph emulator");
+        EmulatorProcess { addr, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
