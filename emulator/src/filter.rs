@@ -215,11 +215,16 @@ fn compile_node(f: &RowFilter, depth: usize, in_condition: bool) -> Result<Node,
             }
             Node::BlockAll
         }
-        Filter::RowKeyRegexFilter(re) => Node::RowKeyRegex(build_regex("row_key_regex_filter", re)?),
+        Filter::RowKeyRegexFilter(re) => {
+            Node::RowKeyRegex(build_regex("row_key_regex_filter", re)?)
+        }
         Filter::RowSampleFilter(p) => {
             // NaN fails both comparisons and is rejected too.
             if !(*p > 0.0 && *p < 1.0) {
-                return invalid("row_sample_filter", format!("{p} is not strictly between 0 and 1"));
+                return invalid(
+                    "row_sample_filter",
+                    format!("{p} is not strictly between 0 and 1"),
+                );
             }
             Node::RowSample(*p)
         }
@@ -333,7 +338,12 @@ fn contains_label(f: &RowFilter) -> bool {
 }
 
 impl Node {
-    fn eval(&self, key: &[u8], mut cells: Vec<ReadCell>, sink: &mut Vec<ReadCell>) -> Vec<ReadCell> {
+    fn eval(
+        &self,
+        key: &[u8],
+        mut cells: Vec<ReadCell>,
+        sink: &mut Vec<ReadCell>,
+    ) -> Vec<ReadCell> {
         // No filter makes cells out of nothing, and a sink given nothing outputs nothing.
         if cells.is_empty() {
             return cells;
@@ -381,7 +391,9 @@ impl Node {
             } => {
                 // Sinks are rejected inside conditions, so the predicate's sink stays empty;
                 // the predicate's output (labels included) is only tested for emptiness.
-                let matched = !predicate.eval(key, cells.clone(), &mut Vec::new()).is_empty();
+                let matched = !predicate
+                    .eval(key, cells.clone(), &mut Vec::new())
+                    .is_empty();
                 match if matched { on_true } else { on_false } {
                     Some(branch) => branch.eval(key, cells, sink),
                     None => Vec::new(),
@@ -554,7 +566,9 @@ fn translate_re2(pat: &[u8]) -> Result<String, String> {
                 };
                 i += 1;
                 match e {
-                    b'C' if in_class => return Err("\\C is not allowed in a character class".into()),
+                    b'C' if in_class => {
+                        return Err("\\C is not allowed in a character class".into())
+                    }
                     b'C' => out.push_str("(?s:.)"),
                     b'Q' if !in_class => {
                         while i < pat.len() {
@@ -622,7 +636,8 @@ fn translate_re2(pat: &[u8]) -> Result<String, String> {
             b'(' if !in_class => {
                 depth += 1;
                 out.push('(');
-                if pat.get(i) == Some(&b'?') && !matches!(pat.get(i + 1), Some(b'P' | b'<' | b':')) {
+                if pat.get(i) == Some(&b'?') && !matches!(pat.get(i + 1), Some(b'P' | b'<' | b':'))
+                {
                     let flags: Vec<u8> = pat[i + 1..]
                         .iter()
                         .copied()
@@ -759,7 +774,11 @@ mod tests {
     }
 
     fn run_on(f: &RowFilter, key: &[u8], cells: Vec<ReadCell>) -> Vec<String> {
-        show(&CompiledFilter::compile(f).expect("filter compiles").apply(key, cells))
+        show(
+            &CompiledFilter::compile(f)
+                .expect("filter compiles")
+                .apply(key, cells),
+        )
     }
 
     fn run(f: &RowFilter) -> Vec<String> {
@@ -777,8 +796,14 @@ mod tests {
         let unset = RowFilter { filter: None };
         assert_eq!(err(&unset).field, "filter");
         assert_eq!(err(&chain(vec![pass(), unset.clone()])).field, "filter");
-        assert_eq!(err(&interleave(vec![unset.clone(), pass()])).field, "filter");
-        assert_eq!(err(&cond(Some(pass()), Some(unset.clone()), None)).field, "filter");
+        assert_eq!(
+            err(&interleave(vec![unset.clone(), pass()])).field,
+            "filter"
+        );
+        assert_eq!(
+            err(&cond(Some(pass()), Some(unset.clone()), None)).field,
+            "filter"
+        );
         assert_eq!(err(&cond(Some(unset), None, None)).field, "filter");
         assert_eq!(err(&cond(None, Some(pass()), None)).field, "condition");
     }
@@ -787,8 +812,14 @@ mod tests {
     fn pass_all_and_block_all() {
         assert_eq!(run(&pass()), ALL);
         assert!(run(&block()).is_empty());
-        assert_eq!(err(&rf(Filter::PassAllFilter(false))).field, "pass_all_filter");
-        assert_eq!(err(&rf(Filter::BlockAllFilter(false))).field, "block_all_filter");
+        assert_eq!(
+            err(&rf(Filter::PassAllFilter(false))).field,
+            "pass_all_filter"
+        );
+        assert_eq!(
+            err(&rf(Filter::BlockAllFilter(false))).field,
+            "block_all_filter"
+        );
         assert_eq!(
             err(&rf(Filter::StripValueTransformer(false))).field,
             "strip_value_transformer"
@@ -798,7 +829,12 @@ mod tests {
 
     #[test]
     fn empty_input_gives_empty_output() {
-        for f in [pass(), sink(), interleave(vec![pass(), pass()]), cond(Some(block()), None, Some(pass()))] {
+        for f in [
+            pass(),
+            sink(),
+            interleave(vec![pass(), pass()]),
+            cond(Some(block()), None, Some(pass())),
+        ] {
             assert!(run_on(&f, b"r1", Vec::new()).is_empty());
         }
     }
@@ -806,21 +842,33 @@ mod tests {
     #[test]
     fn chain_is_sequential_and_empty_chain_passes_all() {
         assert_eq!(run(&chain(vec![])), ALL);
-        assert_eq!(run(&chain(vec![family("a")])), ["a:q1@3", "a:q1@1", "a:q2@2"]);
+        assert_eq!(
+            run(&chain(vec![family("a")])),
+            ["a:q1@3", "a:q1@1", "a:q2@2"]
+        );
         assert_eq!(
             run(&chain(vec![family("a"), qual(b"q1"), col_limit(1)])),
             ["a:q1@3"]
         );
         // Order matters: the limit applies to what the previous filter let through.
-        assert_eq!(run(&chain(vec![row_limit(2), family("b")])), Vec::<String>::new());
-        assert_eq!(run(&chain(vec![family("b"), row_limit(2)])), ["b:q1@5", "b:zz@4"]);
+        assert_eq!(
+            run(&chain(vec![row_limit(2), family("b")])),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            run(&chain(vec![family("b"), row_limit(2)])),
+            ["b:q1@5", "b:zz@4"]
+        );
         assert!(run(&chain(vec![pass(), block(), pass()])).is_empty());
     }
 
     #[test]
     fn interleave_keeps_duplicates_in_read_order() {
         assert!(run(&interleave(vec![])).is_empty());
-        assert_eq!(run(&interleave(vec![family("a")])), ["a:q1@3", "a:q1@1", "a:q2@2"]);
+        assert_eq!(
+            run(&interleave(vec![family("a")])),
+            ["a:q1@3", "a:q1@1", "a:q2@2"]
+        );
         assert_eq!(
             run(&interleave(vec![pass(), pass()])),
             [
@@ -830,13 +878,27 @@ mod tests {
         );
         // Outputs of different branches are merged back into read order.
         assert_eq!(
-            run(&interleave(vec![family("b"), qual(b"q2"), ts_range(3000, 0)])),
+            run(&interleave(vec![
+                family("b"),
+                qual(b"q2"),
+                ts_range(3000, 0)
+            ])),
             ["a:q1@3", "a:q2@2", "b:q1@5", "b:q1@5", "b:zz@4", "b:zz@4"]
         );
         // Each branch sees the full input, not what the other branches left.
         assert_eq!(
-            run(&interleave(vec![chain(vec![col_limit(1), label("new")]), block(), row_offset(4)])),
-            ["a:q1@3[new]", "a:q2@2[new]", "b:q1@5[new]", "b:zz@4[new]", "b:zz@4"]
+            run(&interleave(vec![
+                chain(vec![col_limit(1), label("new")]),
+                block(),
+                row_offset(4)
+            ])),
+            [
+                "a:q1@3[new]",
+                "a:q2@2[new]",
+                "b:q1@5[new]",
+                "b:zz@4[new]",
+                "b:zz@4"
+            ]
         );
         // Duplicates count separately in the limits that follow.
         assert_eq!(
@@ -848,7 +910,10 @@ mod tests {
             ["a:q1@3", "a:q1@3", "a:q1@1"]
         );
         assert_eq!(
-            run(&chain(vec![interleave(vec![pass(), pass()]), row_offset(7)])),
+            run(&chain(vec![
+                interleave(vec![pass(), pass()]),
+                row_offset(7)
+            ])),
             ["b:q1@5", "b:zz@4", "b:zz@4"]
         );
     }
@@ -918,10 +983,17 @@ mod tests {
         assert!(run(&cond(Some(family("c")), Some(pass()), None)).is_empty());
         assert!(run(&cond(Some(has_b), None, None)).is_empty());
         // The branches see the condition's input, not the predicate's output.
-        assert_eq!(run(&cond(Some(qual(b"zz")), Some(row_limit(1)), None)), ["a:q1@3"]);
+        assert_eq!(
+            run(&cond(Some(qual(b"zz")), Some(row_limit(1)), None)),
+            ["a:q1@3"]
+        );
         // Labels applied in the predicate are not output.
         assert_eq!(
-            run(&cond(Some(chain(vec![family("a"), label("p")])), Some(col_limit(1)), None)),
+            run(&cond(
+                Some(chain(vec![family("a"), label("p")])),
+                Some(col_limit(1)),
+                None
+            )),
             ["a:q1@3", "a:q2@2", "b:q1@5", "b:zz@4"]
         );
         // The row key counts: the predicate is evaluated per row.
@@ -930,7 +1002,11 @@ mod tests {
         assert!(run_on(&f, b"r2", row()).is_empty());
         // Inside a chain, the condition acts on the intermediate row.
         assert_eq!(
-            run(&chain(vec![family("b"), cond(Some(qual(b"q1")), Some(strip()), None), row_limit(1)])),
+            run(&chain(vec![
+                family("b"),
+                cond(Some(qual(b"q1")), Some(strip()), None),
+                row_limit(1)
+            ])),
             ["b:q1@5"]
         );
     }
@@ -971,15 +1047,24 @@ mod tests {
     #[test]
     fn sink_bypasses_the_rest_of_the_chain() {
         assert_eq!(run(&sink()), ALL);
-        assert_eq!(run(&chain(vec![family("b"), sink(), block()])), ["b:q1@5", "b:zz@4"]);
+        assert_eq!(
+            run(&chain(vec![family("b"), sink(), block()])),
+            ["b:q1@5", "b:zz@4"]
+        );
         // Sunk cells skip enclosing chains at every level, and merge with the normal output.
         let f = chain(vec![
-            interleave(vec![chain(vec![qual(b"q2"), label("s"), sink()]), family("b")]),
+            interleave(vec![
+                chain(vec![qual(b"q2"), label("s"), sink()]),
+                family("b"),
+            ]),
             row_limit(1),
         ]);
         assert_eq!(run(&f), ["a:q2@2[s]", "b:q1@5"]);
         // A sink in each of two branches outputs both copies.
-        let f = interleave(vec![chain(vec![qual(b"zz"), sink()]), chain(vec![qual(b"zz"), sink()])]);
+        let f = interleave(vec![
+            chain(vec![qual(b"zz"), sink()]),
+            chain(vec![qual(b"zz"), sink()]),
+        ]);
         assert_eq!(run(&f), ["b:zz@4", "b:zz@4"]);
     }
 
@@ -1012,13 +1097,18 @@ mod tests {
         assert_eq!(run_on(&key(b"\xff\xfe"), b"\xff\xfe", row()).len(), 5);
         assert!(run_on(&key(b"\xff\xfe"), b"\xff\xff", row()).is_empty());
         assert_eq!(run_on(&key(b"[\xf0-\xff]+"), b"\xf1\xff", row()).len(), 5);
-        assert!(err(&key(b"(")).to_string().starts_with("invalid row_key_regex_filter: "));
+        assert!(err(&key(b"("))
+            .to_string()
+            .starts_with("invalid row_key_regex_filter: "));
     }
 
     #[test]
     fn row_sample() {
         for bad in [0.0, 1.0, -0.5, 2.0, f64::NAN] {
-            assert_eq!(err(&rf(Filter::RowSampleFilter(bad))).field, "row_sample_filter");
+            assert_eq!(
+                err(&rf(Filter::RowSampleFilter(bad))).field,
+                "row_sample_filter"
+            );
         }
         let rare = CompiledFilter::compile(&rf(Filter::RowSampleFilter(1e-12))).unwrap();
         let common = CompiledFilter::compile(&rf(Filter::RowSampleFilter(1.0 - 1e-12))).unwrap();
@@ -1034,7 +1124,10 @@ mod tests {
                 n => panic!("row sample kept {n} of 5 cells"),
             }
         }
-        assert!((700..1300).contains(&kept), "kept {kept} of 2000 rows at p=0.5");
+        assert!(
+            (700..1300).contains(&kept),
+            "kept {kept} of 2000 rows at p=0.5"
+        );
     }
 
     #[test]
@@ -1053,7 +1146,11 @@ mod tests {
         let e = err(&family("a:b"));
         assert_eq!(e.field, "family_name_regex_filter");
         let e = err(&family("[a"));
-        assert!(e.to_string().starts_with("invalid family_name_regex_filter: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("invalid family_name_regex_filter: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1100,27 +1197,59 @@ mod tests {
         assert_eq!(run(&range("b", None, None)), ["b:q1@5", "b:zz@4"]);
         assert!(run(&range("c", None, None)).is_empty());
         assert_eq!(
-            run(&range("a", Some(S::StartQualifierClosed(q("q1"))), Some(E::EndQualifierOpen(q("q2"))))),
+            run(&range(
+                "a",
+                Some(S::StartQualifierClosed(q("q1"))),
+                Some(E::EndQualifierOpen(q("q2")))
+            )),
             ["a:q1@3", "a:q1@1"]
         );
         assert_eq!(
-            run(&range("a", Some(S::StartQualifierOpen(q("q1"))), Some(E::EndQualifierClosed(q("q2"))))),
+            run(&range(
+                "a",
+                Some(S::StartQualifierOpen(q("q1"))),
+                Some(E::EndQualifierClosed(q("q2")))
+            )),
             ["a:q2@2"]
         );
-        assert!(run(&range("a", Some(S::StartQualifierOpen(q("q1"))), Some(E::EndQualifierOpen(q("q2"))))).is_empty());
+        assert!(run(&range(
+            "a",
+            Some(S::StartQualifierOpen(q("q1"))),
+            Some(E::EndQualifierOpen(q("q2")))
+        ))
+        .is_empty());
         assert_eq!(
-            run(&range("a", Some(S::StartQualifierClosed(q("q1"))), Some(E::EndQualifierClosed(q("q2"))))),
+            run(&range(
+                "a",
+                Some(S::StartQualifierClosed(q("q1"))),
+                Some(E::EndQualifierClosed(q("q2")))
+            )),
             ["a:q1@3", "a:q1@1", "a:q2@2"]
         );
-        assert_eq!(run(&range("b", Some(S::StartQualifierClosed(q("r"))), None)), ["b:zz@4"]);
-        assert_eq!(run(&range("b", None, Some(E::EndQualifierOpen(q("r"))))), ["b:q1@5"]);
+        assert_eq!(
+            run(&range("b", Some(S::StartQualifierClosed(q("r"))), None)),
+            ["b:zz@4"]
+        );
+        assert_eq!(
+            run(&range("b", None, Some(E::EndQualifierOpen(q("r"))))),
+            ["b:q1@5"]
+        );
         // An empty lower bound includes the empty qualifier.
         let mut r = StoredRow::default();
         r.set_cell("a", b"", 1000, vec![]);
-        let f = range("a", Some(S::StartQualifierClosed(vec![])), Some(E::EndQualifierOpen(q("a"))));
+        let f = range(
+            "a",
+            Some(S::StartQualifierClosed(vec![])),
+            Some(E::EndQualifierOpen(q("a"))),
+        );
         assert_eq!(run_on(&f, b"r", r.read_cells()), ["a:@1"]);
         // A reversed range matches nothing.
-        assert!(run(&range("a", Some(S::StartQualifierClosed(q("q2"))), Some(E::EndQualifierClosed(q("q1"))))).is_empty());
+        assert!(run(&range(
+            "a",
+            Some(S::StartQualifierClosed(q("q2"))),
+            Some(E::EndQualifierClosed(q("q1")))
+        ))
+        .is_empty());
         assert_eq!(err(&range("", None, None)).field, "column_range_filter");
     }
 
@@ -1151,16 +1280,31 @@ mod tests {
         let v = |s: &str| s.as_bytes().to_vec();
         assert_eq!(run(&range(None, None)), ALL);
         assert_eq!(
-            run(&range(Some(S::StartValueClosed(v("v13"))), Some(E::EndValueOpen(v("v22"))))),
+            run(&range(
+                Some(S::StartValueClosed(v("v13"))),
+                Some(E::EndValueOpen(v("v22")))
+            )),
             ["a:q1@3", "b:q1@5"]
         );
         assert_eq!(
-            run(&range(Some(S::StartValueOpen(v("v13"))), Some(E::EndValueClosed(v("v22"))))),
+            run(&range(
+                Some(S::StartValueOpen(v("v13"))),
+                Some(E::EndValueClosed(v("v22")))
+            )),
             ["a:q2@2", "b:q1@5"]
         );
         assert_eq!(run(&range(None, Some(E::EndValueOpen(v("v"))))), ["b:zz@4"]);
-        assert_eq!(run(&range(Some(S::StartValueOpen(vec![])), Some(E::EndValueOpen(v("v12"))))), ["a:q1@1"]);
-        assert_eq!(run(&range(Some(S::StartValueClosed(v("v2"))), None)), ["a:q2@2"]);
+        assert_eq!(
+            run(&range(
+                Some(S::StartValueOpen(vec![])),
+                Some(E::EndValueOpen(v("v12")))
+            )),
+            ["a:q1@1"]
+        );
+        assert_eq!(
+            run(&range(Some(S::StartValueClosed(v("v2"))), None)),
+            ["a:q2@2"]
+        );
     }
 
     #[test]
@@ -1176,8 +1320,14 @@ mod tests {
         assert_eq!(run(&col_limit(1)), ["a:q1@3", "a:q2@2", "b:q1@5", "b:zz@4"]);
         assert_eq!(run(&col_limit(2)), ALL);
         // Same qualifier in two families is two columns.
-        assert_eq!(run(&chain(vec![qual(b"q1"), col_limit(1)])), ["a:q1@3", "b:q1@5"]);
-        assert_eq!(run(&chain(vec![row_offset(1), row_limit(2)])), ["a:q1@1", "a:q2@2"]);
+        assert_eq!(
+            run(&chain(vec![qual(b"q1"), col_limit(1)])),
+            ["a:q1@3", "b:q1@5"]
+        );
+        assert_eq!(
+            run(&chain(vec![row_offset(1), row_limit(2)])),
+            ["a:q1@1", "a:q2@2"]
+        );
         for (f, field) in [
             (row_offset(-1), "cells_per_row_offset_filter"),
             (row_limit(-1), "cells_per_row_limit_filter"),
@@ -1193,7 +1343,9 @@ mod tests {
             .unwrap()
             .apply(b"r", row());
         assert_eq!(out.len(), 5);
-        assert!(out.iter().all(|c| c.value.is_empty() && c.labels == ["x-1"]));
+        assert!(out
+            .iter()
+            .all(|c| c.value.is_empty() && c.labels == ["x-1"]));
         // Values pass through untouched otherwise.
         let out = CompiledFilter::compile(&pass()).unwrap().apply(b"r", row());
         assert_eq!(out, row());
@@ -1217,11 +1369,17 @@ mod tests {
         }
         // Labels on separate copies are fine, and so are predicate labels.
         assert_eq!(
-            run(&chain(vec![family("b"), interleave(vec![label("a"), label("b")])])),
+            run(&chain(vec![
+                family("b"),
+                interleave(vec![label("a"), label("b")])
+            ])),
             ["b:q1@5[a]", "b:q1@5[b]", "b:zz@4[a]", "b:zz@4[b]"]
         );
         assert_eq!(
-            run(&chain(vec![cond(Some(label("p")), Some(qual(b"zz")), None), label("b")])),
+            run(&chain(vec![
+                cond(Some(label("p")), Some(qual(b"zz")), None),
+                label("b")
+            ])),
             ["b:zz@4[b]"]
         );
     }
@@ -1245,7 +1403,10 @@ mod tests {
         // A condition choosing between two interleaves.
         let f = cond(
             Some(chain(vec![family("b"), value(b"v15")])),
-            Some(interleave(vec![qual(b"zz"), chain(vec![family("a"), col_limit(1)])])),
+            Some(interleave(vec![
+                qual(b"zz"),
+                chain(vec![family("a"), col_limit(1)]),
+            ])),
             Some(block()),
         );
         assert_eq!(run(&f), ["a:q1@3", "a:q2@2", "b:zz@4"]);
@@ -1314,7 +1475,11 @@ mod tests {
     #[test]
     fn error_messages_name_the_field() {
         let e = err(&qual(b"*"));
-        assert!(e.to_string().starts_with("invalid column_qualifier_regex_filter: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("invalid column_qualifier_regex_filter: "),
+            "{e}"
+        );
         let e = err(&chain(vec![label("a"), label("b")]));
         assert!(e.to_string().starts_with("invalid chain: "), "{e}");
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Server};
 
 pub use service::{BigtableService, TableAdminService, MAX_MESSAGE_BYTES};
@@ -38,7 +39,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpListenerStream::new(listener);
+    // gRPC answers are small frames; Nagle's algorithm would hold them back ~40 ms.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     router(store)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -71,6 +77,5 @@ pub fn in_process_channel(store: Arc<Store>) -> Channel {
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
         }
     });
-    Endpoint::from_static("http://in-process.chunkedgraph")
-        .connect_with_connector_lazy(connector)
+    Endpoint::from_static("http://in-process.chunkedgraph").connect_with_connector_lazy(connector)
 }

@@ -30,7 +30,9 @@ pub struct ReadCell {
 
 impl StoredRow {
     pub fn is_empty(&self) -> bool {
-        self.families.values().all(|cols| cols.values().all(Vec::is_empty))
+        self.families
+            .values()
+            .all(|cols| cols.values().all(Vec::is_empty))
     }
 
     /// Cells in read order: family name, then qualifier ascending, then timestamp descending.

@@ -100,13 +100,21 @@ fn push_row(out: &mut Vec<pb::read_rows_response::CellChunk>, key: &[u8], cells:
             let head = j == 0;
             let tail = j + 1 == np;
             out.push(CellChunk {
-                row_key: if first && head { key.to_vec() } else { Vec::new() },
+                row_key: if first && head {
+                    key.to_vec()
+                } else {
+                    Vec::new()
+                },
                 family_name: if head { family_name.clone() } else { None },
                 qualifier: if head { qualifier.clone() } else { None },
                 timestamp_micros: if head { c.ts } else { 0 },
                 labels: if head { c.labels.clone() } else { Vec::new() },
                 value: piece.to_vec(),
-                value_size: if split && !tail { c.value.len() as i32 } else { 0 },
+                value_size: if split && !tail {
+                    c.value.len() as i32
+                } else {
+                    0
+                },
                 row_status: (last_cell && tail).then_some(RowStatus::CommitRow(true)),
             });
         }
@@ -153,7 +161,11 @@ impl BigtableService {
             let mut chunks = Vec::new();
             let mut bytes = 0usize;
             let res = store.read_rows(&r.table_name, &spec, |key, cells| {
-                bytes += key.len() + cells.iter().map(|c| c.value.len() + c.qualifier.len() + 16).sum::<usize>();
+                bytes += key.len()
+                    + cells
+                        .iter()
+                        .map(|c| c.value.len() + c.qualifier.len() + 16)
+                        .sum::<usize>();
                 push_row(&mut chunks, key, cells);
                 if bytes >= RESPONSE_BYTES {
                     bytes = 0;
@@ -185,18 +197,29 @@ impl BigtableService {
     async fn sample_row_keys(
         &self,
         req: Request<pb::SampleRowKeysRequest>,
-    ) -> Result<Response<tokio_stream::Iter<std::vec::IntoIter<Result<pb::SampleRowKeysResponse, Status>>>>, Status> {
+    ) -> Result<
+        Response<tokio_stream::Iter<std::vec::IntoIter<Result<pb::SampleRowKeysResponse, Status>>>>,
+        Status,
+    > {
         let r = req.into_inner();
         let store = self.store.clone();
         let samples = blocking(move || store.sample_row_keys(&r.table_name, 64 << 20)).await?;
         let msgs: Vec<_> = samples
             .into_iter()
-            .map(|(row_key, offset_bytes)| Ok(pb::SampleRowKeysResponse { row_key, offset_bytes }))
+            .map(|(row_key, offset_bytes)| {
+                Ok(pb::SampleRowKeysResponse {
+                    row_key,
+                    offset_bytes,
+                })
+            })
             .collect();
         Ok(Response::new(tokio_stream::iter(msgs)))
     }
 
-    async fn mutate_row(&self, req: Request<pb::MutateRowRequest>) -> Result<Response<pb::MutateRowResponse>, Status> {
+    async fn mutate_row(
+        &self,
+        req: Request<pb::MutateRowRequest>,
+    ) -> Result<Response<pb::MutateRowResponse>, Status> {
         let r = req.into_inner();
         let store = self.store.clone();
         blocking(move || store.mutate_row(&r.table_name, &r.row_key, &r.mutations)).await?;
@@ -231,10 +254,12 @@ impl BigtableService {
                 }
             })
             .collect();
-        Ok(Response::new(tokio_stream::once(Ok(pb::MutateRowsResponse {
-            entries,
-            rate_limit_info: None,
-        }))))
+        Ok(Response::new(tokio_stream::once(Ok(
+            pb::MutateRowsResponse {
+                entries,
+                rate_limit_info: None,
+            },
+        ))))
     }
 
     async fn check_and_mutate_row(
@@ -245,10 +270,18 @@ impl BigtableService {
         let pred = compile(&r.predicate_filter)?;
         let store = self.store.clone();
         let matched = blocking(move || {
-            store.check_and_mutate_row(&r.table_name, &r.row_key, pred.as_ref(), &r.true_mutations, &r.false_mutations)
+            store.check_and_mutate_row(
+                &r.table_name,
+                &r.row_key,
+                pred.as_ref(),
+                &r.true_mutations,
+                &r.false_mutations,
+            )
         })
         .await?;
-        Ok(Response::new(pb::CheckAndMutateRowResponse { predicate_matched: matched }))
+        Ok(Response::new(pb::CheckAndMutateRowResponse {
+            predicate_matched: matched,
+        }))
     }
 
     async fn read_modify_write_row(
@@ -257,11 +290,18 @@ impl BigtableService {
     ) -> Result<Response<pb::ReadModifyWriteRowResponse>, Status> {
         let r = req.into_inner();
         let store = self.store.clone();
-        let row = blocking(move || store.read_modify_write_row(&r.table_name, &r.row_key, &r.rules)).await?;
-        Ok(Response::new(pb::ReadModifyWriteRowResponse { row: Some(row) }))
+        let row =
+            blocking(move || store.read_modify_write_row(&r.table_name, &r.row_key, &r.rules))
+                .await?;
+        Ok(Response::new(pb::ReadModifyWriteRowResponse {
+            row: Some(row),
+        }))
     }
 
-    async fn ping_and_warm(&self, _req: Request<pb::PingAndWarmRequest>) -> Result<Response<pb::PingAndWarmResponse>, Status> {
+    async fn ping_and_warm(
+        &self,
+        _req: Request<pb::PingAndWarmRequest>,
+    ) -> Result<Response<pb::PingAndWarmResponse>, Status> {
         Ok(Response::new(pb::PingAndWarmResponse {}))
     }
 }
@@ -276,21 +316,34 @@ impl TableAdminService {
         TableAdminService { store }
     }
 
-    async fn create_table(&self, req: Request<admin::CreateTableRequest>) -> Result<Response<admin::Table>, Status> {
+    async fn create_table(
+        &self,
+        req: Request<admin::CreateTableRequest>,
+    ) -> Result<Response<admin::Table>, Status> {
         let r = req.into_inner();
         check_table_id(&r.table_id)?;
         let name = format!("{}/tables/{}", r.parent, r.table_id);
         let store = self.store.clone();
-        Ok(Response::new(blocking(move || store.create_table(&name, r.table)).await?))
+        Ok(Response::new(
+            blocking(move || store.create_table(&name, r.table)).await?,
+        ))
     }
 
-    async fn get_table(&self, req: Request<admin::GetTableRequest>) -> Result<Response<admin::Table>, Status> {
+    async fn get_table(
+        &self,
+        req: Request<admin::GetTableRequest>,
+    ) -> Result<Response<admin::Table>, Status> {
         let r = req.into_inner();
         let store = self.store.clone();
-        Ok(Response::new(blocking(move || store.get_table(&r.name)).await?))
+        Ok(Response::new(
+            blocking(move || store.get_table(&r.name)).await?,
+        ))
     }
 
-    async fn list_tables(&self, req: Request<admin::ListTablesRequest>) -> Result<Response<admin::ListTablesResponse>, Status> {
+    async fn list_tables(
+        &self,
+        req: Request<admin::ListTablesRequest>,
+    ) -> Result<Response<admin::ListTablesResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(admin::ListTablesResponse {
             tables: self.store.list_tables(&r.parent),
@@ -298,7 +351,10 @@ impl TableAdminService {
         }))
     }
 
-    async fn delete_table(&self, req: Request<admin::DeleteTableRequest>) -> Result<Response<()>, Status> {
+    async fn delete_table(
+        &self,
+        req: Request<admin::DeleteTableRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let store = self.store.clone();
         blocking(move || store.delete_table(&r.name)).await?;
@@ -316,14 +372,21 @@ impl TableAdminService {
         ))
     }
 
-    async fn drop_row_range(&self, req: Request<admin::DropRowRangeRequest>) -> Result<Response<()>, Status> {
+    async fn drop_row_range(
+        &self,
+        req: Request<admin::DropRowRangeRequest>,
+    ) -> Result<Response<()>, Status> {
         use admin::drop_row_range_request::Target;
         let r = req.into_inner();
         let store = self.store.clone();
         let prefix = match r.target {
             Some(Target::RowKeyPrefix(p)) => Some(p),
             Some(Target::DeleteAllDataFromTable(true)) => None,
-            _ => return Err(Status::invalid_argument("drop_row_range needs row_key_prefix or delete_all_data_from_table")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "drop_row_range needs row_key_prefix or delete_all_data_from_table",
+                ))
+            }
         };
         blocking(move || store.drop_row_range(&r.name, prefix.as_deref())).await?;
         Ok(Response::new(()))
@@ -347,14 +410,18 @@ impl TableAdminService {
         let r = req.into_inner();
         self.store.get_table(&r.name)?;
         // One replica, writes durable on acknowledgement: always consistent.
-        Ok(Response::new(admin::CheckConsistencyResponse { consistent: true }))
+        Ok(Response::new(admin::CheckConsistencyResponse {
+            consistent: true,
+        }))
     }
 }
 
 fn check_table_id(id: &str) -> Result<(), Status> {
     let mut chars = id.chars();
     let ok = id.len() <= 50
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
     if ok {
         Ok(())
@@ -405,7 +472,9 @@ macro_rules! streaming {
 }
 
 fn unimplemented(path: &str) -> BoxFuture {
-    let status = Status::unimplemented(format!("{path} is not implemented by the chunkedgraph emulator"));
+    let status = Status::unimplemented(format!(
+        "{path} is not implemented by the chunkedgraph emulator"
+    ));
     Box::pin(async move { Ok(status.into_http()) })
 }
 
@@ -421,13 +490,55 @@ impl tower::Service<http::Request<Body>> for BigtableService {
     fn call(&mut self, req: http::Request<Body>) -> BoxFuture {
         let path = req.uri().path().to_string();
         match path.rsplit('/').next().unwrap_or_default() {
-            "ReadRows" => streaming!(self, req, read_rows, pb::ReadRowsRequest, pb::ReadRowsResponse),
-            "SampleRowKeys" => streaming!(self, req, sample_row_keys, pb::SampleRowKeysRequest, pb::SampleRowKeysResponse),
-            "MutateRow" => unary!(self, req, mutate_row, pb::MutateRowRequest, pb::MutateRowResponse),
-            "MutateRows" => streaming!(self, req, mutate_rows, pb::MutateRowsRequest, pb::MutateRowsResponse),
-            "CheckAndMutateRow" => unary!(self, req, check_and_mutate_row, pb::CheckAndMutateRowRequest, pb::CheckAndMutateRowResponse),
-            "ReadModifyWriteRow" => unary!(self, req, read_modify_write_row, pb::ReadModifyWriteRowRequest, pb::ReadModifyWriteRowResponse),
-            "PingAndWarm" => unary!(self, req, ping_and_warm, pb::PingAndWarmRequest, pb::PingAndWarmResponse),
+            "ReadRows" => streaming!(
+                self,
+                req,
+                read_rows,
+                pb::ReadRowsRequest,
+                pb::ReadRowsResponse
+            ),
+            "SampleRowKeys" => streaming!(
+                self,
+                req,
+                sample_row_keys,
+                pb::SampleRowKeysRequest,
+                pb::SampleRowKeysResponse
+            ),
+            "MutateRow" => unary!(
+                self,
+                req,
+                mutate_row,
+                pb::MutateRowRequest,
+                pb::MutateRowResponse
+            ),
+            "MutateRows" => streaming!(
+                self,
+                req,
+                mutate_rows,
+                pb::MutateRowsRequest,
+                pb::MutateRowsResponse
+            ),
+            "CheckAndMutateRow" => unary!(
+                self,
+                req,
+                check_and_mutate_row,
+                pb::CheckAndMutateRowRequest,
+                pb::CheckAndMutateRowResponse
+            ),
+            "ReadModifyWriteRow" => unary!(
+                self,
+                req,
+                read_modify_write_row,
+                pb::ReadModifyWriteRowRequest,
+                pb::ReadModifyWriteRowResponse
+            ),
+            "PingAndWarm" => unary!(
+                self,
+                req,
+                ping_and_warm,
+                pb::PingAndWarmRequest,
+                pb::PingAndWarmResponse
+            ),
             _ => unimplemented(&path),
         }
     }
@@ -449,14 +560,44 @@ impl tower::Service<http::Request<Body>> for TableAdminService {
     fn call(&mut self, req: http::Request<Body>) -> BoxFuture {
         let path = req.uri().path().to_string();
         match path.rsplit('/').next().unwrap_or_default() {
-            "CreateTable" => unary!(self, req, create_table, admin::CreateTableRequest, admin::Table),
+            "CreateTable" => unary!(
+                self,
+                req,
+                create_table,
+                admin::CreateTableRequest,
+                admin::Table
+            ),
             "GetTable" => unary!(self, req, get_table, admin::GetTableRequest, admin::Table),
-            "ListTables" => unary!(self, req, list_tables, admin::ListTablesRequest, admin::ListTablesResponse),
+            "ListTables" => unary!(
+                self,
+                req,
+                list_tables,
+                admin::ListTablesRequest,
+                admin::ListTablesResponse
+            ),
             "DeleteTable" => unary!(self, req, delete_table, admin::DeleteTableRequest, ()),
-            "ModifyColumnFamilies" => unary!(self, req, modify_column_families, admin::ModifyColumnFamiliesRequest, admin::Table),
+            "ModifyColumnFamilies" => unary!(
+                self,
+                req,
+                modify_column_families,
+                admin::ModifyColumnFamiliesRequest,
+                admin::Table
+            ),
             "DropRowRange" => unary!(self, req, drop_row_range, admin::DropRowRangeRequest, ()),
-            "GenerateConsistencyToken" => unary!(self, req, generate_consistency_token, admin::GenerateConsistencyTokenRequest, admin::GenerateConsistencyTokenResponse),
-            "CheckConsistency" => unary!(self, req, check_consistency, admin::CheckConsistencyRequest, admin::CheckConsistencyResponse),
+            "GenerateConsistencyToken" => unary!(
+                self,
+                req,
+                generate_consistency_token,
+                admin::GenerateConsistencyTokenRequest,
+                admin::GenerateConsistencyTokenResponse
+            ),
+            "CheckConsistency" => unary!(
+                self,
+                req,
+                check_consistency,
+                admin::CheckConsistencyRequest,
+                admin::CheckConsistencyResponse
+            ),
             _ => unimplemented(&path),
         }
     }
@@ -471,7 +612,13 @@ mod tests {
     use super::*;
 
     fn cell(f: &str, q: &[u8], ts: i64, v: Vec<u8>) -> ReadCell {
-        ReadCell { family: f.into(), qualifier: q.to_vec(), ts, value: v, labels: vec![] }
+        ReadCell {
+            family: f.into(),
+            qualifier: q.to_vec(),
+            ts,
+            value: v,
+            labels: vec![],
+        }
     }
 
     #[test]
@@ -480,12 +627,18 @@ mod tests {
         push_row(
             &mut out,
             b"k",
-            vec![cell("a", b"q", 2000, b"x".to_vec()), cell("a", b"q", 1000, b"y".to_vec()), cell("b", b"q", 1000, b"z".to_vec())],
+            vec![
+                cell("a", b"q", 2000, b"x".to_vec()),
+                cell("a", b"q", 1000, b"y".to_vec()),
+                cell("b", b"q", 1000, b"z".to_vec()),
+            ],
         );
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].row_key, b"k");
         assert_eq!(out[0].family_name.as_deref(), Some("a"));
-        assert!(out[1].family_name.is_none() && out[1].qualifier.is_none() && out[1].row_key.is_empty());
+        assert!(
+            out[1].family_name.is_none() && out[1].qualifier.is_none() && out[1].row_key.is_empty()
+        );
         assert_eq!(out[2].family_name.as_deref(), Some("b"));
         assert!(out[2].row_status.is_some() && out[1].row_status.is_none());
     }

@@ -138,12 +138,44 @@ fn now_micros() -> i64 {
     us - us % 1000
 }
 
+/// FNV-1a: lock striping needs spread, not resistance to adversarial keys.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[derive(Default)]
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let seed = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        let mut h = seed;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type BuildFnv = std::hash::BuildHasherDefault<FnvHasher>;
+
 fn stripe(table: &str, key: &[u8]) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    table.hash(&mut h);
-    key.hash(&mut h);
-    (h.finish() as usize) % LOCK_STRIPES
+    (fnv1a(&[table.as_bytes(), key]) as usize) % LOCK_STRIPES
 }
 
 const META_NEXT_ID: &[u8] = b"next-keyspace-id";
@@ -260,11 +292,16 @@ fn cmp_end(a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>) -> std::cmp::Ordering {
 fn range_is_empty(r: &KeyRange) -> bool {
     match (bound_key(&r.0), bound_key(&r.1)) {
         (Some(a), Some(b)) => {
-            a > b || (a == b && !(matches!(r.0, Bound::Included(_)) && matches!(r.1, Bound::Included(_))))
+            a > b
+                || (a == b
+                    && !(matches!(r.0, Bound::Included(_)) && matches!(r.1, Bound::Included(_))))
         }
         _ => false,
     }
 }
+
+/// A cell written by ReadModifyWrite: timestamp and value.
+type NewCell = (i64, Vec<u8>);
 
 /// How one read should go.
 pub struct ReadSpec<'a> {
@@ -280,9 +317,7 @@ pub type EntryResult = Result<()>;
 
 impl Store {
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
-        let db = Database::builder(dir)
-            .cache_size(opts.cache_bytes)
-            .open()?;
+        let db = Database::builder(dir).cache_size(opts.cache_bytes).open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let mut tables = HashMap::new();
         for item in meta.prefix(META_TABLE_PREFIX) {
@@ -421,7 +456,11 @@ impl Store {
             .db
             .keyspace(&keyspace_name(id), KeyspaceCreateOptions::default)?;
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        batch.insert(&self.meta, table_meta_key(name), encode_meta(id, name, &schema));
+        batch.insert(
+            &self.meta,
+            table_meta_key(name),
+            encode_meta(id, name, &schema),
+        );
         batch.commit()?;
         let gc_rules = schema.gc_rules();
         let table = Arc::new(Table {
@@ -702,7 +741,8 @@ impl Store {
         let now = now_micros();
         let mut results = Vec::with_capacity(entries.len());
         // Working copies, so that two entries for one key apply in order.
-        let mut rows: HashMap<&[u8], StoredRow> = HashMap::new();
+        let mut slots: HashMap<&[u8], usize, BuildFnv> = HashMap::default();
+        let mut rows: Vec<(&[u8], StoredRow)> = Vec::with_capacity(entries.len());
         for e in entries {
             let key = e.row_key.as_slice();
             let res = (|| {
@@ -710,13 +750,16 @@ impl Store {
                 if e.mutations.is_empty() {
                     return Err(invalid("entry has no mutations"));
                 }
-                let mut row = match rows.get(key) {
-                    Some(r) => r.clone(),
-                    None => Self::load_row(&ks, key)?,
+                validate_mutations(&e.mutations, &schema)?;
+                let slot = match slots.get(key) {
+                    Some(&i) => i,
+                    None => {
+                        rows.push((key, Self::load_row(&ks, key)?));
+                        slots.insert(key, rows.len() - 1);
+                        rows.len() - 1
+                    }
                 };
-                apply_mutations(&mut row, &e.mutations, &schema, now)?;
-                rows.insert(key, row);
-                Ok(())
+                apply_mutations(&mut rows[slot].1, &e.mutations, &schema, now)
             })();
             results.push(res);
         }
@@ -786,7 +829,7 @@ impl Store {
         let (ks, schema, rules) = table.snapshot();
         let now = now_micros();
         let mut row = Self::load_row(&ks, key)?;
-        let mut touched: BTreeMap<String, BTreeMap<Vec<u8>, (i64, Vec<u8>)>> = BTreeMap::new();
+        let mut touched: BTreeMap<String, BTreeMap<Vec<u8>, NewCell>> = BTreeMap::new();
         for r in rules_in {
             schema.family(&r.family_name)?;
             let prev = row.latest(&r.family_name, &r.column_qualifier);
@@ -923,45 +966,34 @@ fn check_ts(ts: i64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Applies mutations in order to a working copy; the caller writes it only if all succeed.
-fn apply_mutations(row: &mut StoredRow, muts: &[pb::Mutation], schema: &Schema, now: i64) -> Result<()> {
+/// Checks every mutation before any is applied, so a failing request changes nothing.
+fn validate_mutations(muts: &[pb::Mutation], schema: &Schema) -> Result<()> {
     use pb::mutation::Mutation as M;
-    let mut work = row.clone();
     for m in muts {
         match &m.mutation {
             Some(M::SetCell(s)) => {
                 schema.family(&s.family_name)?;
-                let ts = if s.timestamp_micros == -1 {
-                    now
-                } else {
+                if s.timestamp_micros != -1 {
                     check_ts(s.timestamp_micros, "set_cell timestamp_micros")?;
-                    s.timestamp_micros
-                };
-                work.set_cell(&s.family_name, &s.column_qualifier, ts, s.value.clone());
+                }
             }
             Some(M::DeleteFromColumn(d)) => {
                 schema.family(&d.family_name)?;
-                let (start, end) = match &d.time_range {
-                    Some(r) => {
-                        check_ts(r.start_timestamp_micros, "delete_from_column start")?;
-                        check_ts(r.end_timestamp_micros, "delete_from_column end")?;
-                        if r.end_timestamp_micros != 0 && r.start_timestamp_micros >= r.end_timestamp_micros {
-                            return Err(invalid(format!(
-                                "delete_from_column time range [{}, {}) is empty or inverted",
-                                r.start_timestamp_micros, r.end_timestamp_micros
-                            )));
-                        }
-                        (r.start_timestamp_micros, r.end_timestamp_micros)
+                if let Some(r) = &d.time_range {
+                    check_ts(r.start_timestamp_micros, "delete_from_column start")?;
+                    check_ts(r.end_timestamp_micros, "delete_from_column end")?;
+                    if r.end_timestamp_micros != 0
+                        && r.start_timestamp_micros >= r.end_timestamp_micros
+                    {
+                        return Err(invalid(format!(
+                            "delete_from_column time range [{}, {}) is empty or inverted",
+                            r.start_timestamp_micros, r.end_timestamp_micros
+                        )));
                     }
-                    None => (0, 0),
-                };
-                work.delete_cells(&d.family_name, &d.column_qualifier, start, end);
+                }
             }
-            Some(M::DeleteFromFamily(d)) => {
-                schema.family(&d.family_name)?;
-                work.families.remove(&d.family_name);
-            }
-            Some(M::DeleteFromRow(_)) => work.families.clear(),
+            Some(M::DeleteFromFamily(d)) => schema.family(&d.family_name)?,
+            Some(M::DeleteFromRow(_)) => {}
             Some(M::AddToCell(_)) | Some(M::MergeToCell(_)) => {
                 return Err(StoreError::Unimplemented(
                     "aggregate mutations (add_to_cell, merge_to_cell) are not supported".into(),
@@ -970,7 +1002,42 @@ fn apply_mutations(row: &mut StoredRow, muts: &[pb::Mutation], schema: &Schema, 
             None => return Err(invalid("mutation has no operation set")),
         }
     }
-    *row = work;
+    Ok(())
+}
+
+/// Applies mutations in order; on error the row is left untouched.
+fn apply_mutations(
+    row: &mut StoredRow,
+    muts: &[pb::Mutation],
+    schema: &Schema,
+    now: i64,
+) -> Result<()> {
+    use pb::mutation::Mutation as M;
+    validate_mutations(muts, schema)?;
+    for m in muts {
+        match &m.mutation {
+            Some(M::SetCell(s)) => {
+                let ts = if s.timestamp_micros == -1 {
+                    now
+                } else {
+                    s.timestamp_micros
+                };
+                row.set_cell(&s.family_name, &s.column_qualifier, ts, s.value.clone());
+            }
+            Some(M::DeleteFromColumn(d)) => {
+                let (start, end) = d.time_range.as_ref().map_or((0, 0), |r| {
+                    (r.start_timestamp_micros, r.end_timestamp_micros)
+                });
+                row.delete_cells(&d.family_name, &d.column_qualifier, start, end);
+            }
+            Some(M::DeleteFromFamily(d)) => {
+                row.families.remove(&d.family_name);
+            }
+            Some(M::DeleteFromRow(_)) => row.families.clear(),
+            // Rejected by validate_mutations.
+            Some(M::AddToCell(_)) | Some(M::MergeToCell(_)) | None => {}
+        }
+    }
     Ok(())
 }
 

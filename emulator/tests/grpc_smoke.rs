@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
+use admin::bigtable_table_admin_client::BigtableTableAdminClient;
 use cg_emulator::{in_process_channel, open, StoreOptions};
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
 use googleapis_tonic_google_bigtable_v2::google::bigtable::v2 as pb;
-use admin::bigtable_table_admin_client::BigtableTableAdminClient;
 use pb::bigtable_client::BigtableClient;
 use tonic::Code;
 
@@ -23,7 +23,12 @@ fn set(f: &str, q: &str, ts: i64, v: &str) -> pb::Mutation {
     }
 }
 
-async fn setup(channel: tonic::transport::Channel) -> (BigtableClient<tonic::transport::Channel>, BigtableTableAdminClient<tonic::transport::Channel>) {
+async fn setup(
+    channel: tonic::transport::Channel,
+) -> (
+    BigtableClient<tonic::transport::Channel>,
+    BigtableTableAdminClient<tonic::transport::Channel>,
+) {
     let mut admin = BigtableTableAdminClient::new(channel.clone());
     let mut families = HashMap::new();
     families.insert("a".to_string(), admin::ColumnFamily::default());
@@ -32,7 +37,10 @@ async fn setup(channel: tonic::transport::Channel) -> (BigtableClient<tonic::tra
         .create_table(admin::CreateTableRequest {
             parent: PARENT.into(),
             table_id: "t".into(),
-            table: Some(admin::Table { column_families: families, ..Default::default() }),
+            table: Some(admin::Table {
+                column_families: families,
+                ..Default::default()
+            }),
             initial_splits: vec![],
         })
         .await
@@ -40,9 +48,16 @@ async fn setup(channel: tonic::transport::Channel) -> (BigtableClient<tonic::tra
     (BigtableClient::new(channel), admin)
 }
 
-async fn read_all(data: &mut BigtableClient<tonic::transport::Channel>, limit: i64) -> Vec<pb::read_rows_response::CellChunk> {
+async fn read_all(
+    data: &mut BigtableClient<tonic::transport::Channel>,
+    limit: i64,
+) -> Vec<pb::read_rows_response::CellChunk> {
     let mut stream = data
-        .read_rows(pb::ReadRowsRequest { table_name: TABLE.into(), rows_limit: limit, ..Default::default() })
+        .read_rows(pb::ReadRowsRequest {
+            table_name: TABLE.into(),
+            rows_limit: limit,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -71,8 +86,16 @@ async fn write_read_and_errors_in_process() {
     }
     let chunks = read_all(&mut data, 0).await;
     assert_eq!(chunks.len(), 6);
-    assert_eq!(chunks[0].family_name.as_deref(), Some("a"), "families come back in name order");
-    assert_eq!(read_all(&mut data, 2).await.len(), 4, "rows_limit stops the scan");
+    assert_eq!(
+        chunks[0].family_name.as_deref(),
+        Some("a"),
+        "families come back in name order"
+    );
+    assert_eq!(
+        read_all(&mut data, 2).await.len(),
+        4,
+        "rows_limit stops the scan"
+    );
 
     // A mutation to an unknown family fails whole: the valid SetCell before it is not applied.
     let err = data
@@ -99,13 +122,19 @@ async fn write_read_and_errors_in_process() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     let err = admin
-        .get_table(admin::GetTableRequest { name: format!("{PARENT}/tables/missing"), view: 0 })
+        .get_table(admin::GetTableRequest {
+            name: format!("{PARENT}/tables/missing"),
+            view: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     let err = data
-        .read_change_stream(pb::ReadChangeStreamRequest { table_name: TABLE.into(), ..Default::default() })
+        .read_change_stream(pb::ReadChangeStreamRequest {
+            table_name: TABLE.into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
@@ -122,7 +151,11 @@ async fn data_survives_reopen_over_tcp() {
         let server = tokio::spawn(cg_emulator::serve(store, listener, async {
             let _ = stopped.await;
         }));
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let (mut data, _) = setup(channel).await;
         data.mutate_row(pb::MutateRowRequest {
             table_name: TABLE.into(),

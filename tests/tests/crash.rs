@@ -18,6 +18,8 @@ const CELLS_PER_ROW: usize = 8;
 const ROWS: u64 = 64;
 const WRITERS: u64 = 4;
 
+type Cell = (Vec<u8>, Vec<u8>);
+
 /// Highest acknowledged version per row, and the highest version ever attempted.
 #[derive(Default)]
 struct Ledger {
@@ -33,7 +35,9 @@ fn row_key(r: u64) -> Vec<u8> {
 fn rewrite(version: u64) -> Vec<pb::Mutation> {
     use pb::mutation::{DeleteFromFamily, Mutation, SetCell};
     let mut m = vec![pb::Mutation {
-        mutation: Some(Mutation::DeleteFromFamily(DeleteFromFamily { family_name: "f".into() })),
+        mutation: Some(Mutation::DeleteFromFamily(DeleteFromFamily {
+            family_name: "f".into(),
+        })),
     }];
     for c in 0..CELLS_PER_ROW {
         m.push(pb::Mutation {
@@ -63,7 +67,10 @@ async fn create_table(ch: Channel) {
     a.create_table(admin::CreateTableRequest {
         parent: "projects/crash/instances/test".into(),
         table_id: "t".into(),
-        table: Some(admin::Table { column_families: families, ..Default::default() }),
+        table: Some(admin::Table {
+            column_families: families,
+            ..Default::default()
+        }),
         initial_splits: vec![],
     })
     .await
@@ -74,11 +81,15 @@ async fn create_table(ch: Channel) {
 async fn verify(ch: Channel, ledger: &Ledger, round: usize) {
     let mut client = BigtableClient::new(ch);
     let mut stream = client
-        .read_rows(pb::ReadRowsRequest { table_name: TABLE.into(), ..Default::default() })
+        .read_rows(pb::ReadRowsRequest {
+            table_name: TABLE.into(),
+            ..Default::default()
+        })
         .await
         .expect("read_rows")
         .into_inner();
-    let mut rows: BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    // Row key → (qualifier, value) of every cell.
+    let mut rows: BTreeMap<Vec<u8>, Vec<Cell>> = BTreeMap::new();
     let mut current = Vec::new();
     let mut qualifier = Vec::new();
     while let Some(msg) = stream.message().await.expect("read stream") {
@@ -89,32 +100,56 @@ async fn verify(ch: Channel, ledger: &Ledger, round: usize) {
             if let Some(q) = c.qualifier {
                 qualifier = q;
             }
-            rows.entry(current.clone()).or_default().push((qualifier.clone(), c.value));
+            rows.entry(current.clone())
+                .or_default()
+                .push((qualifier.clone(), c.value));
         }
     }
     for r in 0..ROWS {
         let key = row_key(r);
         let acked = ledger.acked.get(&r).copied();
         let Some(cells) = rows.get(&key) else {
-            assert!(acked.is_none(), "round {round}: row {r} lost; version {acked:?} was acknowledged");
+            assert!(
+                acked.is_none(),
+                "round {round}: row {r} lost; version {acked:?} was acknowledged"
+            );
             continue;
         };
-        assert_eq!(cells.len(), CELLS_PER_ROW, "round {round}: row {r} is half-mutated: {cells:?}");
+        assert_eq!(
+            cells.len(),
+            CELLS_PER_ROW,
+            "round {round}: row {r} is half-mutated: {cells:?}"
+        );
         let versions: Vec<u64> = cells
             .iter()
             .map(|(_, v)| u64::from_be_bytes(v.as_slice().try_into().expect("8-byte version")))
             .collect();
-        assert!(versions.windows(2).all(|w| w[0] == w[1]), "round {round}: row {r} mixes versions {versions:?}");
+        assert!(
+            versions.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: row {r} mixes versions {versions:?}"
+        );
         let v = versions[0];
         if let Some(a) = acked {
-            assert!(v >= a, "round {round}: row {r} has version {v} but {a} was acknowledged");
+            assert!(
+                v >= a,
+                "round {round}: row {r} has version {v} but {a} was acknowledged"
+            );
         }
         let attempted = ledger.attempted.get(&r).copied().unwrap_or(0);
-        assert!(v <= attempted, "round {round}: row {r} has version {v}, never written");
+        assert!(
+            v <= attempted,
+            "round {round}: row {r} has version {v}, never written"
+        );
     }
 }
 
-async fn writer(ch: Channel, ledger: Arc<Mutex<Ledger>>, lane: u64, seed: u64, next_version: Arc<std::sync::atomic::AtomicU64>) {
+async fn writer(
+    ch: Channel,
+    ledger: Arc<Mutex<Ledger>>,
+    lane: u64,
+    seed: u64,
+    next_version: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut client = BigtableClient::new(ch);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     loop {
@@ -141,18 +176,24 @@ async fn writer(ch: Channel, ledger: Arc<Mutex<Ledger>>, lane: u64, seed: u64, n
                 table_name: TABLE.into(),
                 entries: entries
                     .iter()
-                    .map(|(r, v)| pb::mutate_rows_request::Entry { row_key: row_key(*r), mutations: rewrite(*v), idempotency: None })
+                    .map(|(r, v)| pb::mutate_rows_request::Entry {
+                        row_key: row_key(*r),
+                        mutations: rewrite(*v),
+                        idempotency: None,
+                    })
                     .collect(),
                 ..Default::default()
             };
-            let Ok(resp) = client.mutate_rows(req).await else { return };
+            let Ok(resp) = client.mutate_rows(req).await else {
+                return;
+            };
             let mut stream = resp.into_inner();
             let mut ok = Vec::new();
             loop {
                 match stream.message().await {
                     Ok(Some(m)) => {
                         for e in m.entries {
-                            if e.status.map_or(true, |s| s.code == 0) {
+                            if e.status.is_none_or(|s| s.code == 0) {
                                 ok.push(entries[e.index as usize]);
                             }
                         }
@@ -164,7 +205,12 @@ async fn writer(ch: Channel, ledger: Arc<Mutex<Ledger>>, lane: u64, seed: u64, n
             ok
         } else {
             let (r, v) = entries[0];
-            let req = pb::MutateRowRequest { table_name: TABLE.into(), row_key: row_key(r), mutations: rewrite(v), ..Default::default() };
+            let req = pb::MutateRowRequest {
+                table_name: TABLE.into(),
+                row_key: row_key(r),
+                mutations: rewrite(v),
+                ..Default::default()
+            };
             if client.mutate_row(req).await.is_err() {
                 return;
             }
@@ -180,7 +226,10 @@ async fn writer(ch: Channel, ledger: Arc<Mutex<Ledger>>, lane: u64, seed: u64, n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9() {
-    let kills: usize = std::env::var("CG_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
+    let kills: usize = std::env::var("CG_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let next_version = Arc::new(std::sync::atomic::AtomicU64::new(1));
@@ -192,10 +241,14 @@ async fn acknowledged_writes_survive_kill9() {
             create_table(ch.clone()).await;
         }
         {
-            let l = ledger.lock().expect("ledger");
             // Verify against the ledger as it stood at the kill.
-            let snapshot = Ledger { acked: l.acked.clone(), attempted: l.attempted.clone() };
-            drop(l);
+            let snapshot = {
+                let l = ledger.lock().expect("ledger");
+                Ledger {
+                    acked: l.acked.clone(),
+                    attempted: l.attempted.clone(),
+                }
+            };
             verify(ch.clone(), &snapshot, round).await;
             total_acked = snapshot.acked.len();
         }
@@ -203,7 +256,15 @@ async fn acknowledged_writes_survive_kill9() {
             break;
         }
         let writers: Vec<_> = (0..WRITERS)
-            .map(|i| tokio::spawn(writer(ch.clone(), ledger.clone(), i, round as u64 * 16 + i, next_version.clone())))
+            .map(|i| {
+                tokio::spawn(writer(
+                    ch.clone(),
+                    ledger.clone(),
+                    i,
+                    round as u64 * 16 + i,
+                    next_version.clone(),
+                ))
+            })
             .collect();
         let wait = rand::rng().random_range(30..300);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -213,6 +274,9 @@ async fn acknowledged_writes_survive_kill9() {
         }
     }
     let versions = next_version.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(versions > 100, "too few writes were attempted ({versions}) for the test to mean anything");
+    assert!(
+        versions > 100,
+        "too few writes were attempted ({versions}) for the test to mean anything"
+    );
     eprintln!("crash test: {kills} kills, {versions} versions written, {total_acked} rows with acknowledged writes");
 }
