@@ -149,6 +149,8 @@ impl BigtableService {
             )));
         }
         let filter = compile(&r.filter)?;
+        // Fail before the stream starts, so a missing table is an immediate NOT_FOUND.
+        self.store.get_table(&r.table_name)?;
         let store = self.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {

@@ -269,23 +269,29 @@ fn key_ranges(rows: Option<&pb::RowSet>) -> Result<Vec<KeyRange>> {
     Ok(out)
 }
 
+/// Orders start bounds by the first key they admit: `Included(k)` comes before `Excluded(k)`.
 fn cmp_start(a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
     match (a, b) {
         (Bound::Unbounded, Bound::Unbounded) => Equal,
         (Bound::Unbounded, _) => Less,
         (_, Bound::Unbounded) => Greater,
-        (x, y) => bound_key(x).cmp(&bound_key(y)),
+        (x, y) => bound_key(x)
+            .cmp(&bound_key(y))
+            .then_with(|| matches!(x, Bound::Excluded(_)).cmp(&matches!(y, Bound::Excluded(_)))),
     }
 }
 
+/// Orders end bounds by the last key they admit: `Excluded(k)` comes before `Included(k)`.
 fn cmp_end(a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
     match (a, b) {
         (Bound::Unbounded, Bound::Unbounded) => Equal,
         (Bound::Unbounded, _) => Greater,
         (_, Bound::Unbounded) => Less,
-        (x, y) => bound_key(x).cmp(&bound_key(y)),
+        (x, y) => bound_key(x)
+            .cmp(&bound_key(y))
+            .then_with(|| matches!(x, Bound::Included(_)).cmp(&matches!(y, Bound::Included(_)))),
     }
 }
 
