@@ -14,6 +14,9 @@ use pb::bigtable_client::BigtableClient;
 use pb::row_filter::{Chain, Condition, Filter, Interleave};
 use tonic::transport::Channel;
 
+/// Family → printed cells of one row; a BTreeMap so families come out sorted.
+type FamilyLines = std::collections::BTreeMap<String, Vec<String>>;
+
 const PARENT: &str = "projects/conf/instances/i";
 
 struct Client {
@@ -228,8 +231,7 @@ impl Client {
             Ok(resp) => {
                 let mut s = resp.into_inner();
                 // Row key → family → lines; rebuilt from chunks, values joined across splits.
-                let mut rows: Vec<(Vec<u8>, std::collections::BTreeMap<String, Vec<String>>)> =
-                    Vec::new();
+                let mut rows: Vec<(Vec<u8>, FamilyLines)> = Vec::new();
                 let (mut fam, mut qual, mut ts, mut labels, mut value) =
                     (String::new(), Vec::new(), 0i64, Vec::new(), Vec::new());
                 // Google's emulator repeats the row key on every chunk; a row ends at commit.

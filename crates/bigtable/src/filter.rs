@@ -66,7 +66,7 @@ pub fn family_regex(pattern: impl Into<String>) -> RowFilter {
 /// Exactly one family.
 pub fn family(name: &str) -> RowFilter {
     let escaped = escape_regex(name.as_bytes());
-    // Escaping only adds ASCII, so UTF-8 input stays UTF-8.
+    // The escaped form is pure ASCII, so this conversion is lossless.
     family_regex(String::from_utf8_lossy(&escaped).into_owned())
 }
 
