@@ -1,4 +1,7 @@
 //! Engine-only write throughput, without gRPC: `cargo run --release --example store_write`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::time::Instant;
 

@@ -747,7 +747,8 @@ impl Store {
         let now = now_micros();
         let mut results = Vec::with_capacity(entries.len());
         // Working copies, so that two entries for one key apply in order.
-        let mut slots: HashMap<&[u8], usize, BuildFnv> = HashMap::default();
+        let mut slots: HashMap<&[u8], usize, BuildFnv> =
+            HashMap::with_capacity_and_hasher(entries.len(), BuildFnv::default());
         let mut rows: Vec<(&[u8], StoredRow)> = Vec::with_capacity(entries.len());
         for e in entries {
             let key = e.row_key.as_slice();
