@@ -1,10 +1,12 @@
 //! Builders for `RowFilter`s. Regex filters take RE2 patterns matched against the
-//! whole family/qualifier/value; [`family`] and [`column`] match exact names.
+//! whole family/qualifier/value; [`family()`] and [`column()`] match exact names.
 
 use std::ops::Bound;
 
 use crate::proto::v2::row_filter::{Chain, Condition, Filter, Interleave};
-use crate::proto::v2::{column_range, value_range, ColumnRange, RowFilter, TimestampRange, ValueRange};
+use crate::proto::v2::{
+    column_range, value_range, ColumnRange, RowFilter, TimestampRange, ValueRange,
+};
 
 fn wrap(f: Filter) -> RowFilter {
     RowFilter { filter: Some(f) }
@@ -177,13 +179,19 @@ mod tests {
             panic!("not a chain");
         };
         assert_eq!(c.filters.len(), 2);
-        assert_eq!(c.filters[1].filter, Some(Filter::CellsPerColumnLimitFilter(1)));
+        assert_eq!(
+            c.filters[1].filter,
+            Some(Filter::CellsPerColumnLimitFilter(1))
+        );
 
         let f = condition(pass_all(), Some(strip_value()), None);
         let Some(Filter::Condition(c)) = f.filter else {
             panic!("not a condition");
         };
-        assert_eq!(c.predicate_filter.map(|p| p.filter), Some(Some(Filter::PassAllFilter(true))));
+        assert_eq!(
+            c.predicate_filter.map(|p| p.filter),
+            Some(Some(Filter::PassAllFilter(true)))
+        );
         assert!(c.true_filter.is_some());
         assert!(c.false_filter.is_none());
 
@@ -193,12 +201,18 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let f = column_range("f", Bound::Included(b"a".to_vec()), Bound::Excluded(b"c".to_vec()));
+        let f = column_range(
+            "f",
+            Bound::Included(b"a".to_vec()),
+            Bound::Excluded(b"c".to_vec()),
+        );
         assert_eq!(
             f.filter,
             Some(Filter::ColumnRangeFilter(ColumnRange {
                 family_name: "f".into(),
-                start_qualifier: Some(column_range::StartQualifier::StartQualifierClosed(b"a".to_vec())),
+                start_qualifier: Some(column_range::StartQualifier::StartQualifierClosed(
+                    b"a".to_vec()
+                )),
                 end_qualifier: Some(column_range::EndQualifier::EndQualifierOpen(b"c".to_vec())),
             }))
         );
@@ -206,8 +220,18 @@ mod tests {
         let Some(Filter::ColumnRangeFilter(r)) = f.filter else {
             panic!("not a column range");
         };
-        assert_eq!(r.start_qualifier, Some(column_range::StartQualifier::StartQualifierClosed(b"q".to_vec())));
-        assert_eq!(r.end_qualifier, Some(column_range::EndQualifier::EndQualifierClosed(b"q".to_vec())));
+        assert_eq!(
+            r.start_qualifier,
+            Some(column_range::StartQualifier::StartQualifierClosed(
+                b"q".to_vec()
+            ))
+        );
+        assert_eq!(
+            r.end_qualifier,
+            Some(column_range::EndQualifier::EndQualifierClosed(
+                b"q".to_vec()
+            ))
+        );
         let f = value_range(Bound::Excluded(b"a".to_vec()), Bound::Unbounded);
         assert_eq!(
             f.filter,
@@ -227,14 +251,35 @@ mod tests {
 
     #[test]
     fn simple_filters() {
-        assert_eq!(row_key_regex("a.*").filter, Some(Filter::RowKeyRegexFilter(b"a.*".to_vec())));
-        assert_eq!(qualifier_regex("q").filter, Some(Filter::ColumnQualifierRegexFilter(b"q".to_vec())));
-        assert_eq!(value_regex("v").filter, Some(Filter::ValueRegexFilter(b"v".to_vec())));
-        assert_eq!(family_regex("f.*").filter, Some(Filter::FamilyNameRegexFilter("f.*".into())));
+        assert_eq!(
+            row_key_regex("a.*").filter,
+            Some(Filter::RowKeyRegexFilter(b"a.*".to_vec()))
+        );
+        assert_eq!(
+            qualifier_regex("q").filter,
+            Some(Filter::ColumnQualifierRegexFilter(b"q".to_vec()))
+        );
+        assert_eq!(
+            value_regex("v").filter,
+            Some(Filter::ValueRegexFilter(b"v".to_vec()))
+        );
+        assert_eq!(
+            family_regex("f.*").filter,
+            Some(Filter::FamilyNameRegexFilter("f.*".into()))
+        );
         assert_eq!(row_sample(0.5).filter, Some(Filter::RowSampleFilter(0.5)));
-        assert_eq!(cells_per_row_limit(2).filter, Some(Filter::CellsPerRowLimitFilter(2)));
-        assert_eq!(cells_per_row_offset(3).filter, Some(Filter::CellsPerRowOffsetFilter(3)));
-        assert_eq!(strip_value().filter, Some(Filter::StripValueTransformer(true)));
+        assert_eq!(
+            cells_per_row_limit(2).filter,
+            Some(Filter::CellsPerRowLimitFilter(2))
+        );
+        assert_eq!(
+            cells_per_row_offset(3).filter,
+            Some(Filter::CellsPerRowOffsetFilter(3))
+        );
+        assert_eq!(
+            strip_value().filter,
+            Some(Filter::StripValueTransformer(true))
+        );
     }
 
     #[test]
@@ -242,6 +287,9 @@ mod tests {
         assert_eq!(escape_regex(b"ab_9"), b"ab_9");
         assert_eq!(escape_regex(b"a.b*"), b"a\\.b\\*");
         assert_eq!(escape_regex(&[0, b'\n', 0xff]), b"\\x00\\x0a\\xff");
-        assert_eq!(family("a-b").filter, Some(Filter::FamilyNameRegexFilter("a\\-b".into())));
+        assert_eq!(
+            family("a-b").filter,
+            Some(Filter::FamilyNameRegexFilter("a\\-b".into()))
+        );
     }
 }

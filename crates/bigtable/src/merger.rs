@@ -331,7 +331,13 @@ mod tests {
         v
     }
 
-    fn t(k: &str, f: &str, q: &str, ts: i64, v: &str) -> (String, String, String, i64, String, Vec<String>) {
+    fn t(
+        k: &str,
+        f: &str,
+        q: &str,
+        ts: i64,
+        v: &str,
+    ) -> (String, String, String, i64, String, Vec<String>) {
         (k.into(), f.into(), q.into(), ts, v.into(), vec![])
     }
 
@@ -344,7 +350,17 @@ mod tests {
 
     #[test]
     fn single_cell() {
-        let rows = run(false, vec![vec![commit(chunk("RK", Some("A"), Some("C"), 100, "value-VAL"))]]).unwrap();
+        let rows = run(
+            false,
+            vec![vec![commit(chunk(
+                "RK",
+                Some("A"),
+                Some("C"),
+                100,
+                "value-VAL",
+            ))]],
+        )
+        .unwrap();
         assert_eq!(flat(&rows), vec![t("RK", "A", "C", 100, "value-VAL")]);
     }
 
@@ -352,7 +368,11 @@ mod tests {
     fn empty_stream_and_empty_value() {
         assert!(run(false, vec![]).unwrap().is_empty());
         assert!(run(false, vec![vec![]]).unwrap().is_empty());
-        let rows = run(false, vec![vec![commit(chunk("RK", Some("A"), Some(""), 0, ""))]]).unwrap();
+        let rows = run(
+            false,
+            vec![vec![commit(chunk("RK", Some("A"), Some(""), 0, ""))]],
+        )
+        .unwrap();
         assert_eq!(flat(&rows), vec![t("RK", "A", "", 0, "")]);
     }
 
@@ -440,7 +460,10 @@ mod tests {
     fn huge_value_size_hint_is_capped() {
         let rows = run(
             false,
-            vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "x"), i32::MAX), commit(cont("y"))]],
+            vec![vec![
+                split(chunk("RK", Some("A"), Some("C"), 1, "x"), i32::MAX),
+                commit(cont("y")),
+            ]],
         )
         .unwrap();
         assert_eq!(flat(&rows), vec![t("RK", "A", "C", 1, "xy")]);
@@ -462,13 +485,14 @@ mod tests {
     fn multiple_rows_in_one_response() {
         let rows = run(
             false,
-            vec![vec![
-                commit(chunk("RK1", Some("A"), Some("C"), 100, "v1")),
-                commit(chunk("RK2", Some("A"), Some("C"), 100, "v2")),
-                chunk("RK3", Some("B"), Some("D"), 1, "v3"),
-            ], vec![
-                commit(chunk("", None, None, 0, "v4")),
-            ]],
+            vec![
+                vec![
+                    commit(chunk("RK1", Some("A"), Some("C"), 100, "v1")),
+                    commit(chunk("RK2", Some("A"), Some("C"), 100, "v2")),
+                    chunk("RK3", Some("B"), Some("D"), 1, "v3"),
+                ],
+                vec![commit(chunk("", None, None, 0, "v4"))],
+            ],
         )
         .unwrap();
         assert_eq!(
@@ -515,7 +539,11 @@ mod tests {
         // After a reset the next chunk starts a new row and must name family and qualifier.
         expect_err(
             false,
-            vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), reset(), commit(chunk("RK", None, None, 1, "v"))]],
+            vec![vec![
+                chunk("RK", Some("A"), Some("C"), 1, "v"),
+                reset(),
+                commit(chunk("RK", None, None, 1, "v")),
+            ]],
             "without family",
         );
     }
@@ -545,8 +573,11 @@ mod tests {
     fn last_scanned_row_key_advances_resume_point() {
         let mut m = RowMerger::new(false);
         let mut out = VecDeque::new();
-        m.push(resp(vec![commit(chunk("a", Some("A"), Some("C"), 1, "v"))]), &mut out)
-            .unwrap();
+        m.push(
+            resp(vec![commit(chunk("a", Some("A"), Some("C"), 1, "v"))]),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(m.last_key(), Some(&b"a"[..]));
         m.push(
             ReadRowsResponse {
@@ -558,12 +589,18 @@ mod tests {
         .unwrap();
         assert_eq!(m.last_key(), Some(&b"m"[..]));
         // A row at or before the scanned key would be a duplicate.
-        let err = m.push(resp(vec![commit(chunk("k", Some("A"), Some("C"), 1, "v"))]), &mut out);
+        let err = m.push(
+            resp(vec![commit(chunk("k", Some("A"), Some("C"), 1, "v"))]),
+            &mut out,
+        );
         assert!(matches!(err, Err(Error::Protocol(_))));
         // Scanned key going backwards is a violation too.
         let mut m = RowMerger::new(false);
-        m.push(resp(vec![commit(chunk("m", Some("A"), Some("C"), 1, "v"))]), &mut out)
-            .unwrap();
+        m.push(
+            resp(vec![commit(chunk("m", Some("A"), Some("C"), 1, "v"))]),
+            &mut out,
+        )
+        .unwrap();
         let err = m.push(
             ReadRowsResponse {
                 last_scanned_row_key: b"b".to_vec(),
@@ -578,29 +615,49 @@ mod tests {
     fn abandon_row_allows_restart_of_same_key() {
         let mut m = RowMerger::new(false);
         let mut out = VecDeque::new();
-        m.push(resp(vec![commit(chunk("a", Some("A"), Some("C"), 1, "v"))]), &mut out)
-            .unwrap();
-        m.push(resp(vec![chunk("b", Some("A"), Some("C"), 1, "partial")]), &mut out)
-            .unwrap();
+        m.push(
+            resp(vec![commit(chunk("a", Some("A"), Some("C"), 1, "v"))]),
+            &mut out,
+        )
+        .unwrap();
+        m.push(
+            resp(vec![chunk("b", Some("A"), Some("C"), 1, "partial")]),
+            &mut out,
+        )
+        .unwrap();
         assert!(m.finish().is_err());
         m.abandon_row();
         m.finish().unwrap();
-        m.push(resp(vec![commit(chunk("b", Some("A"), Some("C"), 1, "whole"))]), &mut out)
-            .unwrap();
+        m.push(
+            resp(vec![commit(chunk("b", Some("A"), Some("C"), 1, "whole"))]),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(flat(&Vec::from(out))[1], t("b", "A", "C", 1, "whole"));
     }
 
     #[test]
     fn invalid_no_commit_at_end() {
-        expect_err(false, vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v")]], "without commit_row");
-        expect_err(false, vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5)]], "without commit_row");
+        expect_err(
+            false,
+            vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v")]],
+            "without commit_row",
+        );
+        expect_err(
+            false,
+            vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5)]],
+            "without commit_row",
+        );
     }
 
     #[test]
     fn invalid_no_commit_between_rows() {
         expect_err(
             false,
-            vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), commit(chunk("RK2", Some("A"), Some("C"), 1, "v"))]],
+            vec![vec![
+                chunk("RK", Some("A"), Some("C"), 1, "v"),
+                commit(chunk("RK2", Some("A"), Some("C"), 1, "v")),
+            ]],
             "row key changed",
         );
     }
@@ -627,16 +684,31 @@ mod tests {
 
     #[test]
     fn invalid_new_row_missing_parts() {
-        expect_err(false, vec![vec![commit(chunk("", Some("A"), Some("C"), 1, "v"))]], "without a row key");
-        expect_err(false, vec![vec![commit(chunk("RK", None, Some("C"), 1, "v"))]], "without family");
-        expect_err(false, vec![vec![commit(chunk("RK", Some("A"), None, 1, "v"))]], "without family");
+        expect_err(
+            false,
+            vec![vec![commit(chunk("", Some("A"), Some("C"), 1, "v"))]],
+            "without a row key",
+        );
+        expect_err(
+            false,
+            vec![vec![commit(chunk("RK", None, Some("C"), 1, "v"))]],
+            "without family",
+        );
+        expect_err(
+            false,
+            vec![vec![commit(chunk("RK", Some("A"), None, 1, "v"))]],
+            "without family",
+        );
     }
 
     #[test]
     fn invalid_family_without_qualifier() {
         expect_err(
             false,
-            vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), commit(chunk("", Some("B"), None, 1, "v"))]],
+            vec![vec![
+                chunk("RK", Some("A"), Some("C"), 1, "v"),
+                commit(chunk("", Some("B"), None, 1, "v")),
+            ]],
             "without a qualifier",
         );
     }
@@ -646,14 +718,25 @@ mod tests {
         expect_err(false, vec![vec![reset()]], "no row in progress");
         let mut bad = reset();
         bad.value = b"x".to_vec();
-        expect_err(false, vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), bad]], "carries cell data");
+        expect_err(
+            false,
+            vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), bad]],
+            "carries cell data",
+        );
         let mut bad = reset();
         bad.row_key = b"RK".to_vec();
-        expect_err(false, vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), bad]], "carries cell data");
+        expect_err(
+            false,
+            vec![vec![chunk("RK", Some("A"), Some("C"), 1, "v"), bad]],
+            "carries cell data",
+        );
         // Committing a row then resetting: nothing is in progress any more.
         expect_err(
             false,
-            vec![vec![commit(chunk("RK", Some("A"), Some("C"), 1, "v")), reset()]],
+            vec![vec![
+                commit(chunk("RK", Some("A"), Some("C"), 1, "v")),
+                reset(),
+            ]],
             "no row in progress",
         );
     }
@@ -662,12 +745,18 @@ mod tests {
     fn invalid_commit_inside_split_cell() {
         expect_err(
             false,
-            vec![vec![commit(split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5))]],
+            vec![vec![commit(split(
+                chunk("RK", Some("A"), Some("C"), 1, "v"),
+                5,
+            ))]],
             "cell continues",
         );
         expect_err(
             false,
-            vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5), commit(split(cont("w"), 5))]],
+            vec![vec![
+                split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5),
+                commit(split(cont("w"), 5)),
+            ]],
             "cell continues",
         );
     }
@@ -682,7 +771,10 @@ mod tests {
         ] {
             expect_err(
                 false,
-                vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5), commit(bad)]],
+                vec![vec![
+                    split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5),
+                    commit(bad),
+                ]],
                 "repeats cell key",
             );
         }
@@ -690,13 +782,20 @@ mod tests {
         bad.labels = vec!["l".into()];
         expect_err(
             false,
-            vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5), commit(bad)]],
+            vec![vec![
+                split(chunk("RK", Some("A"), Some("C"), 1, "v"), 5),
+                commit(bad),
+            ]],
             "repeats cell key",
         );
     }
 
     #[test]
     fn invalid_negative_value_size() {
-        expect_err(false, vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), -1)]], "negative");
+        expect_err(
+            false,
+            vec![vec![split(chunk("RK", Some("A"), Some("C"), 1, "v"), -1)]],
+            "negative",
+        );
     }
 }

@@ -3,7 +3,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::proto::v2::{mutation, read_modify_write_rule, Mutation, ReadModifyWriteRule, TimestampRange};
+use crate::proto::v2::{
+    mutation, read_modify_write_rule, Mutation, ReadModifyWriteRule, TimestampRange,
+};
 
 /// `set_cell` timestamp asking the server to stamp the cell. Such writes are not
 /// idempotent, so they are never retried.
@@ -41,11 +43,13 @@ pub fn set_cell(
 
 /// Deletes every version of one column.
 pub fn delete_from_column(family: impl Into<String>, qualifier: impl Into<Vec<u8>>) -> Mutation {
-    wrap(mutation::Mutation::DeleteFromColumn(mutation::DeleteFromColumn {
-        family_name: family.into(),
-        column_qualifier: qualifier.into(),
-        time_range: None,
-    }))
+    wrap(mutation::Mutation::DeleteFromColumn(
+        mutation::DeleteFromColumn {
+            family_name: family.into(),
+            column_qualifier: qualifier.into(),
+            time_range: None,
+        },
+    ))
 }
 
 /// Deletes the versions of one column with `start_micros <= ts < end_micros`;
@@ -56,24 +60,30 @@ pub fn delete_from_column_range(
     start_micros: i64,
     end_micros: i64,
 ) -> Mutation {
-    wrap(mutation::Mutation::DeleteFromColumn(mutation::DeleteFromColumn {
-        family_name: family.into(),
-        column_qualifier: qualifier.into(),
-        time_range: Some(TimestampRange {
-            start_timestamp_micros: start_micros,
-            end_timestamp_micros: end_micros,
-        }),
-    }))
+    wrap(mutation::Mutation::DeleteFromColumn(
+        mutation::DeleteFromColumn {
+            family_name: family.into(),
+            column_qualifier: qualifier.into(),
+            time_range: Some(TimestampRange {
+                start_timestamp_micros: start_micros,
+                end_timestamp_micros: end_micros,
+            }),
+        },
+    ))
 }
 
 pub fn delete_from_family(family: impl Into<String>) -> Mutation {
-    wrap(mutation::Mutation::DeleteFromFamily(mutation::DeleteFromFamily {
-        family_name: family.into(),
-    }))
+    wrap(mutation::Mutation::DeleteFromFamily(
+        mutation::DeleteFromFamily {
+            family_name: family.into(),
+        },
+    ))
 }
 
 pub fn delete_from_row() -> Mutation {
-    wrap(mutation::Mutation::DeleteFromRow(mutation::DeleteFromRow {}))
+    wrap(mutation::Mutation::DeleteFromRow(
+        mutation::DeleteFromRow {},
+    ))
 }
 
 /// ReadModifyWrite rule appending bytes to the newest value of a column.

@@ -18,7 +18,7 @@ pub(crate) struct Auth {
 }
 
 #[derive(Clone)]
-pub struct Transport {
+pub(crate) struct Transport {
     channel: Channel,
     auth: Option<Auth>,
 }
@@ -60,10 +60,11 @@ impl Service<http::Request<Body>> for Transport {
                     "application-default credentials: {e}"
                 ))) as StdError
             })?;
-            let mut value = HeaderValue::try_from(format!("Bearer {}", token.as_str()))
-                .map_err(|_| {
-                    Box::new(tonic::Status::unauthenticated("access token is not a valid header"))
-                        as StdError
+            let mut value =
+                HeaderValue::try_from(format!("Bearer {}", token.as_str())).map_err(|_| {
+                    Box::new(tonic::Status::unauthenticated(
+                        "access token is not a valid header",
+                    )) as StdError
                 })?;
             value.set_sensitive(true);
             req.headers_mut().insert(AUTHORIZATION, value);
