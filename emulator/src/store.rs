@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
@@ -23,7 +23,6 @@ use crate::row::{DecodeError, ReadCell, StoredRow};
 const ENGINE_MAX_KEY: usize = 65_535;
 const BIGTABLE_MAX_KEY: usize = 4 * 1024;
 const BIGTABLE_MAX_MUTATIONS: usize = 100_000;
-const LOCK_STRIPES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -125,7 +124,9 @@ pub struct Store {
     db: Database,
     meta: Keyspace,
     tables: RwLock<HashMap<String, Arc<Table>>>,
-    locks: Vec<Mutex<()>>,
+    /// Row writers share this; admin operations that touch every row take it alone.
+    admin_gate: RwLock<()>,
+    row_locks: RowLocks,
     gate: SyncGate,
     opts: StoreOptions,
 }
@@ -136,18 +137,6 @@ fn now_micros() -> i64 {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
     us - us % 1000
-}
-
-/// FNV-1a: lock striping needs spread, not resistance to adversarial keys.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in *p {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 #[derive(Default)]
@@ -174,8 +163,38 @@ impl std::hash::Hasher for FnvHasher {
 
 type BuildFnv = std::hash::BuildHasherDefault<FnvHasher>;
 
-fn stripe(table: &str, key: &[u8]) -> usize {
-    (fnv1a(&[table.as_bytes(), key]) as usize) % LOCK_STRIPES
+/// Per-key write locks. A writer takes all its keys at once or waits, so writers with
+/// disjoint keys never wait for each other and no lock order can deadlock.
+#[derive(Default)]
+struct RowLocks {
+    held: Mutex<std::collections::HashSet<Vec<u8>, BuildFnv>>,
+    freed: std::sync::Condvar,
+}
+
+struct RowGuard<'a> {
+    locks: &'a RowLocks,
+    keys: Vec<Vec<u8>>,
+    _shared: std::sync::RwLockReadGuard<'a, ()>,
+}
+
+impl Drop for RowGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            held.remove(k);
+        }
+        drop(held);
+        self.locks.freed.notify_all();
+    }
+}
+
+/// The lock key of a row: table name, a separator no table name contains, the row key.
+fn lock_key(table: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(table.len() + 1 + key.len());
+    k.extend_from_slice(table.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
 }
 
 const META_NEXT_ID: &[u8] = b"next-keyspace-id";
@@ -352,7 +371,8 @@ impl Store {
             db,
             meta,
             tables: RwLock::new(tables),
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            admin_gate: RwLock::new(()),
+            row_locks: RowLocks::default(),
             gate: SyncGate {
                 committed: AtomicU64::new(0),
                 synced: Mutex::new(0),
@@ -390,20 +410,36 @@ impl Store {
         Ok(())
     }
 
-    fn lock_keys<'a>(&'a self, table: &str, keys: &[&[u8]]) -> Vec<MutexGuard<'a, ()>> {
-        let mut idx: Vec<usize> = keys.iter().map(|k| stripe(table, k)).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter()
-            .map(|i| self.locks[i].lock().unwrap_or_else(|e| e.into_inner()))
-            .collect()
+    fn lock_keys(&self, table: &str, keys: &[&[u8]]) -> RowGuard<'_> {
+        let shared = self.admin_gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut wanted: Vec<Vec<u8>> = keys.iter().map(|k| lock_key(table, k)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut held = self
+            .row_locks
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while wanted.iter().any(|k| held.contains(k)) {
+            held = self
+                .row_locks
+                .freed
+                .wait(held)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        for k in &wanted {
+            held.insert(k.clone());
+        }
+        drop(held);
+        RowGuard {
+            locks: &self.row_locks,
+            keys: wanted,
+            _shared: shared,
+        }
     }
 
-    fn lock_all(&self) -> Vec<MutexGuard<'_, ()>> {
-        self.locks
-            .iter()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect()
+    fn lock_all(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.admin_gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
