@@ -251,6 +251,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Reads a row set to the end and counts the cells that came back.
+async fn read_cells(
+    client: &mut BigtableClient<Channel>,
+    rows: pb::RowSet,
+    limit: i64,
+) -> anyhow::Result<usize> {
+    let mut s = client
+        .read_rows(pb::ReadRowsRequest {
+            table_name: TABLE.into(),
+            rows: Some(rows),
+            rows_limit: limit,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut n = 0;
+    while let Some(m) = s.message().await? {
+        n += m.chunks.len();
+    }
+    Ok(n)
+}
+
 struct Figures {
     write_rows_s: f64,
     read_p50: Duration,
@@ -277,22 +299,12 @@ async fn measure(server: &Server, args: &BigtableBench) -> anyhow::Result<Figure
     let mut lat = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let k = key(rng.random_range(0..args.rows));
+        let rows = pb::RowSet {
+            row_keys: vec![k],
+            row_ranges: vec![],
+        };
         let t = Instant::now();
-        let mut s = client
-            .read_rows(pb::ReadRowsRequest {
-                table_name: TABLE.into(),
-                rows: Some(pb::RowSet {
-                    row_keys: vec![k],
-                    row_ranges: vec![],
-                }),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let mut n = 0;
-        while let Some(m) = s.message().await? {
-            n += m.chunks.len();
-        }
+        let n = read_cells(&mut client, rows, 0).await?;
         lat.push(t.elapsed());
         if n != 1 {
             bail!("{}: point read returned {n} cells", server.name);
@@ -304,26 +316,15 @@ async fn measure(server: &Server, args: &BigtableBench) -> anyhow::Result<Figure
     let mut scans = Vec::new();
     for _ in 0..5 {
         let start = rng.random_range(0..args.rows.saturating_sub(10_000).max(1));
+        let rows = pb::RowSet {
+            row_keys: vec![],
+            row_ranges: vec![pb::RowRange {
+                start_key: Some(pb::row_range::StartKey::StartKeyClosed(key(start))),
+                end_key: None,
+            }],
+        };
         let t = Instant::now();
-        let mut s = client
-            .read_rows(pb::ReadRowsRequest {
-                table_name: TABLE.into(),
-                rows: Some(pb::RowSet {
-                    row_keys: vec![],
-                    row_ranges: vec![pb::RowRange {
-                        start_key: Some(pb::row_range::StartKey::StartKeyClosed(key(start))),
-                        end_key: None,
-                    }],
-                }),
-                rows_limit: 10_000,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let mut n = 0;
-        while let Some(m) = s.message().await? {
-            n += m.chunks.len();
-        }
+        let n = read_cells(&mut client, rows, 10_000).await?;
         scans.push(t.elapsed());
         if n != 10_000.min(args.rows as usize) {
             bail!("{}: scan returned {n} cells", server.name);
