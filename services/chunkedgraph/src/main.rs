@@ -1,6 +1,7 @@
 //! `chunkedgraph`: the front door. One binary, one subcommand per job.
 
 mod bench;
+mod storage;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.
 #[global_allocator]
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run our durable Bigtable-API server (data API + table admin) on a data directory.
     Emulator(EmulatorArgs),
+    /// List the tables in the configured storage.
+    Tables(storage::StorageArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -78,11 +81,25 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn list_tables(storage: storage::StorageArgs) -> anyhow::Result<()> {
+    let (client, backend) = storage.connect().await?;
+    let tables = client
+        .admin()
+        .list_tables()
+        .await
+        .with_context(|| format!("listing tables in {backend}"))?;
+    eprintln!("{} table(s) in {backend}", tables.len());
+    for t in tables {
+        println!("{t}");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -91,6 +108,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Emulator(args) => run_emulator(args).await,
+            Command::Tables(storage) => list_tables(storage).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })
