@@ -167,13 +167,14 @@ type BuildFnv = std::hash::BuildHasherDefault<FnvHasher>;
 /// disjoint keys never wait for each other and no lock order can deadlock.
 #[derive(Default)]
 struct RowLocks {
-    held: Mutex<std::collections::HashSet<Vec<u8>, BuildFnv>>,
+    /// 64-bit hashes of (table, row key): a collision only makes two writers take turns.
+    held: Mutex<std::collections::HashSet<u64, BuildFnv>>,
     freed: std::sync::Condvar,
 }
 
 struct RowGuard<'a> {
     locks: &'a RowLocks,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<u64>,
     _shared: std::sync::RwLockReadGuard<'a, ()>,
 }
 
@@ -188,13 +189,14 @@ impl Drop for RowGuard<'_> {
     }
 }
 
-/// The lock key of a row: table name, a separator no table name contains, the row key.
-fn lock_key(table: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(table.len() + 1 + key.len());
-    k.extend_from_slice(table.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key);
-    k
+/// The lock key of a row: FNV-1a over the table name, a separator and the row key.
+fn lock_key(table: &str, key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = FnvHasher::default();
+    h.write(table.as_bytes());
+    h.write(&[0]);
+    h.write(key);
+    h.finish()
 }
 
 const META_NEXT_ID: &[u8] = b"next-keyspace-id";
@@ -412,7 +414,7 @@ impl Store {
 
     fn lock_keys(&self, table: &str, keys: &[&[u8]]) -> RowGuard<'_> {
         let shared = self.admin_gate.read().unwrap_or_else(|e| e.into_inner());
-        let mut wanted: Vec<Vec<u8>> = keys.iter().map(|k| lock_key(table, k)).collect();
+        let mut wanted: Vec<u64> = keys.iter().map(|k| lock_key(table, k)).collect();
         wanted.sort_unstable();
         wanted.dedup();
         let mut held = self
@@ -427,9 +429,7 @@ impl Store {
                 .wait(held)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        for k in &wanted {
-            held.insert(k.clone());
-        }
+        held.extend(wanted.iter().copied());
         drop(held);
         RowGuard {
             locks: &self.row_locks,
