@@ -51,16 +51,7 @@ impl Params {
     }
 }
 
-/// How an edge relates to the chunk grid, as PyChunkedGraph classes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EdgeKind {
-    /// Both supervoxels in one chunk.
-    InChunk,
-    /// A real contact between supervoxels in neighbouring chunks.
-    BetweenChunk,
-    /// One object cut by a chunk face; always connected.
-    CrossChunk,
-}
+pub use crate::ingest::EdgeKind;
 
 #[derive(Clone, Debug)]
 pub struct Supervoxel {
@@ -100,6 +91,21 @@ impl SyntheticGraph {
     /// Whether the automated agglomeration merges this edge.
     pub fn is_active(edge: &Edge) -> bool {
         edge.kind == EdgeKind::CrossChunk || edge.affinity >= AGGLOMERATION_THRESHOLD
+    }
+
+    /// The geometry of a graph holding this one: its chunk grid and chunk size.
+    pub fn geometry(&self) -> Result<cg_ids::Geometry, cg_ids::IdError> {
+        let s = self.volume_size();
+        let size = [u64::from(s[0]), u64::from(s[1]), u64::from(s[2])];
+        cg_ids::Geometry::new(size, self.params.chunk_size)
+    }
+
+    /// Each supervoxel's node ID in `geometry`.
+    pub fn supervoxel_ids(&self, geometry: &cg_ids::Geometry) -> Result<Vec<u64>, cg_ids::IdError> {
+        self.supervoxels
+            .iter()
+            .map(|sv| geometry.node_id(geometry.chunk_id(1, sv.chunk)?, sv.segment))
+            .collect()
     }
 
     /// Volume size in voxels.

@@ -1,0 +1,82 @@
+//! Process-wide caches. Children, cross-chunk edges and supervoxel edge lists are written
+//! once, so they are cached without expiry. Parent pointers are the only cells that change:
+//! a node's parent history read at time R is exact for any T up to R minus the edit horizon
+//! (no edit still running could write a cell stamped before that), and a tentative answer
+//! for later T, which the caller must validate (see `query`).
+
+use std::sync::Arc;
+
+use quick_cache::sync::Cache as Lru;
+
+use crate::schema::{CrossEdge, StoredEdge};
+
+/// Sizes of the caches, in entries, and the edit horizon.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    pub children: usize,
+    pub parents: usize,
+    pub cross_edges: usize,
+    pub edges: usize,
+    /// How long an edit may write cells stamped with its start time (the lock lifetime).
+    pub edit_horizon_micros: i64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            children: 1 << 20,
+            parents: 1 << 22,
+            cross_edges: 1 << 20,
+            edges: 1 << 20,
+            edit_horizon_micros: 60_000_000,
+        }
+    }
+}
+
+/// A node's children and when the node was created (the timestamp of its children cell).
+#[derive(Debug)]
+pub struct ChildList {
+    pub created: i64,
+    pub ids: Vec<u64>,
+}
+
+/// A node's parent versions as read at `read_at`, newest first.
+#[derive(Debug)]
+pub struct ParentHistory {
+    pub read_at: i64,
+    pub versions: Vec<(i64, u64)>,
+}
+
+impl ParentHistory {
+    /// The parent at `t`, if the node had one.
+    pub fn at(&self, t: i64) -> Option<u64> {
+        self.versions.iter().find(|v| v.0 <= t).map(|v| v.1)
+    }
+}
+
+pub struct Cache {
+    pub children: Lru<u64, Arc<ChildList>>,
+    pub parents: Lru<u64, Arc<ParentHistory>>,
+    pub cross_edges: Lru<u64, Arc<[CrossEdge]>>,
+    pub edges: Lru<u64, Arc<[StoredEdge]>>,
+    pub horizon: i64,
+}
+
+impl Cache {
+    pub fn new(o: CacheOptions) -> Cache {
+        Cache {
+            children: Lru::new(o.children.max(1)),
+            parents: Lru::new(o.parents.max(1)),
+            cross_edges: Lru::new(o.cross_edges.max(1)),
+            edges: Lru::new(o.edges.max(1)),
+            horizon: o.edit_horizon_micros,
+        }
+    }
+
+    pub fn clear(&self) {
+        self.children.clear();
+        self.parents.clear();
+        self.cross_edges.clear();
+        self.edges.clear();
+    }
+}
