@@ -239,7 +239,7 @@ async fn interrupted_ingest_resumes_to_the_same_graph() {
         .await
         .expect("create");
     // Abandon the ingest part-way, several times at different points, then finish it.
-    for stop_after in [3u64, 17, 40] {
+    for stop_after in [3u64, 10, 20] {
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let notify = Arc::new(tokio::sync::Notify::new());
         let (s2, n2) = (seen.clone(), notify.clone());

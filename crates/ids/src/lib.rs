@@ -413,9 +413,24 @@ mod tests {
 
     #[test]
     fn layer_count_follows_volume() {
-        assert_eq!(Geometry::new([512, 512, 64], [512, 512, 64]).unwrap().n_layers, 2);
-        assert_eq!(Geometry::new([1024, 512, 64], [512, 512, 64]).unwrap().n_layers, 3);
-        assert_eq!(Geometry::new([1500, 512, 64], [512, 512, 64]).unwrap().n_layers, 4);
+        assert_eq!(
+            Geometry::new([512, 512, 64], [512, 512, 64])
+                .unwrap()
+                .n_layers,
+            2
+        );
+        assert_eq!(
+            Geometry::new([1024, 512, 64], [512, 512, 64])
+                .unwrap()
+                .n_layers,
+            3
+        );
+        assert_eq!(
+            Geometry::new([1500, 512, 64], [512, 512, 64])
+                .unwrap()
+                .n_layers,
+            4
+        );
         // FlyWire-like: ~ 1000 chunks along x.
         let g = Geometry::new([256 * 1000, 256 * 500, 512 * 14], [256, 256, 512]).unwrap();
         assert_eq!(g.n_layers, 12);
