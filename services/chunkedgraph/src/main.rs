@@ -1,6 +1,8 @@
 //! `chunkedgraph`: the front door. One binary, one subcommand per job.
 
 mod bench;
+mod bench_graph;
+mod ingest_cmd;
 mod storage;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.

@@ -1,0 +1,1 @@
+//! `chunkedgraph bench graph`: placeholder, being written.

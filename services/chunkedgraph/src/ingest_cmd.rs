@@ -1,0 +1,1 @@
+//! `chunkedgraph ingest`: placeholder, being written.
