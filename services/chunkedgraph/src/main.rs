@@ -32,6 +32,9 @@ enum Command {
     Emulator(EmulatorArgs),
     /// List the tables in the configured storage.
     Tables(storage::StorageArgs),
+    /// Build a graph from supervoxel edges and an agglomeration (or a synthetic graph).
+    /// Re-running resumes an interrupted ingest.
+    Ingest(Box<ingest_cmd::IngestArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -112,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Emulator(args) => run_emulator(args).await,
             Command::Tables(storage) => list_tables(storage).await,
+            Command::Ingest(args) => ingest_cmd::run(*args).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })
