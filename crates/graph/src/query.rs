@@ -323,8 +323,8 @@ impl ChunkedGraph {
         let created = self
             .creation_times_any_layer(&unvouched.iter().copied().collect::<Vec<_>>())
             .await?;
-        for i in 0..ids.len() {
-            if unvouched.contains(&cur[i]) && created.get(&cur[i]).is_none_or(|&c| c > t) {
+        for (i, c) in cur.iter().enumerate() {
+            if unvouched.contains(c) && created.get(c).is_none_or(|&t0| t0 > t) {
                 unknown.push(i);
             }
         }

@@ -89,7 +89,7 @@ pub fn encode_ids(ids: &[u64]) -> Vec<u8> {
 }
 
 pub fn decode_ids(bytes: &[u8]) -> Result<Vec<u64>, GraphError> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(GraphError::Corrupt(format!(
             "an ID list of {} bytes is not a multiple of 8",
             bytes.len()
@@ -128,7 +128,7 @@ pub fn encode_cross_edges(edges: &[CrossEdge]) -> Vec<u8> {
 }
 
 pub fn decode_cross_edges(bytes: &[u8]) -> Result<Vec<CrossEdge>, GraphError> {
-    if bytes.len() % 17 != 0 {
+    if !bytes.len().is_multiple_of(17) {
         return Err(GraphError::Corrupt(format!(
             "a cross-edge list of {} bytes is not a multiple of 17",
             bytes.len()
@@ -165,7 +165,7 @@ pub fn encode_edges(edges: &[StoredEdge]) -> Vec<u8> {
 }
 
 pub fn decode_edges(bytes: &[u8]) -> Result<Vec<StoredEdge>, GraphError> {
-    if bytes.len() % 16 != 0 {
+    if !bytes.len().is_multiple_of(16) {
         return Err(GraphError::Corrupt(format!(
             "an edge list of {} bytes is not a multiple of 16",
             bytes.len()

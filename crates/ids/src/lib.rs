@@ -147,13 +147,11 @@ impl Geometry {
     /// Chunks per axis at `layer` (layer 1 and 2 share the supervoxel grid).
     pub fn grid(&self, layer: u8) -> [u32; 3] {
         let shift = u32::from(layer.max(2) - 2);
-        let mut out = [0; 3];
-        for d in 0..3 {
+        std::array::from_fn(|d| {
             let base = self.volume_size[d].div_ceil(u64::from(self.chunk_size[d]));
             let g = base.div_ceil(1u64 << shift.min(63)).max(1);
-            out[d] = u32::try_from(g).unwrap_or(u32::MAX);
-        }
-        out
+            u32::try_from(g).unwrap_or(u32::MAX)
+        })
     }
 
     /// The root layer.
@@ -285,13 +283,10 @@ impl Geometry {
     /// voxels.
     pub fn chunk_box(&self, layer: u8, coord: ChunkCoord) -> VoxelBox {
         let shift = u32::from(layer.max(2) - 2);
-        let mut b = VoxelBox::default();
-        for d in 0..3 {
-            let span = u64::from(self.chunk_size[d]) << shift;
-            b.min[d] = u64::from(coord[d]) * span;
-            b.max[d] = (b.min[d] + span).min(self.volume_size[d]);
-        }
-        b
+        let span = |d: usize| u64::from(self.chunk_size[d]) << shift;
+        let min: [u64; 3] = std::array::from_fn(|d| u64::from(coord[d]) * span(d));
+        let max = std::array::from_fn(|d| (min[d] + span(d)).min(self.volume_size[d]));
+        VoxelBox { min, max }
     }
 
     /// Whether a chunk overlaps a voxel box (volume-relative voxels).
