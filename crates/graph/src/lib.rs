@@ -8,6 +8,7 @@
 //! - [`hierarchy`] is the in-memory reference builder; [`synthetic`] makes seeded test graphs.
 
 mod cache;
+pub mod mincut;
 pub mod hierarchy;
 pub mod ingest;
 pub mod oplog;
