@@ -9,6 +9,7 @@
 
 mod cache;
 pub mod mincut;
+pub mod edit;
 pub mod hierarchy;
 pub mod ingest;
 pub mod oplog;

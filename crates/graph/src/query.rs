@@ -43,6 +43,15 @@ pub struct SubgraphEdge {
     pub affinity: f32,
     pub area: u32,
     pub active: bool,
+    /// Added by a proofreader (affinity 1, area 0), not found in the data.
+    pub user: bool,
+}
+
+/// The versioned edge cells of one supervoxel row at some time.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EdgeState {
+    pub active: Vec<u8>,
+    pub user: Vec<schema::UserEdge>,
 }
 
 fn now() -> i64 {
@@ -121,7 +130,7 @@ impl ChunkedGraph {
     }
 
     /// Parents at `t`, and whether each answer came from a cache entry too young to be sure.
-    async fn parents_at(
+    pub(crate) async fn parents_at(
         &self,
         ids: &[u64],
         t: i64,
@@ -435,7 +444,7 @@ impl ChunkedGraph {
     }
 
     /// Stored edges of supervoxels (those each is the smaller end of), cached.
-    async fn stored_edges(&self, svs: &[u64]) -> Result<HashMap<u64, Arc<[StoredEdge]>>> {
+    pub(crate) async fn stored_edges(&self, svs: &[u64]) -> Result<HashMap<u64, Arc<[StoredEdge]>>> {
         let mut out = HashMap::with_capacity(svs.len());
         let mut missing = Vec::new();
         for &sv in svs {
@@ -472,13 +481,16 @@ impl ChunkedGraph {
         Ok(out)
     }
 
-    /// Edge-state bitmaps of supervoxels at `t`.
-    async fn edge_states(&self, svs: &[u64], t: i64) -> Result<HashMap<u64, Vec<u8>>> {
+    /// Edge-state bitmaps and user edges of supervoxels at `t`.
+    pub(crate) async fn edge_states(&self, svs: &[u64], t: i64) -> Result<HashMap<u64, EdgeState>> {
         let rows = self
             .read_nodes(
                 svs,
                 filter::chain([
-                    filter::column(schema::VERSIONED, schema::EDGE_STATE),
+                    filter::interleave([
+                        filter::column(schema::VERSIONED, schema::EDGE_STATE),
+                        filter::column(schema::VERSIONED, schema::USER_EDGES),
+                    ]),
                     filter::timestamp_range(0, t.saturating_add(1)),
                     filter::cells_per_column_limit(1),
                 ]),
@@ -486,9 +498,14 @@ impl ChunkedGraph {
             .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
+            let mut st = EdgeState::default();
             if let Some(c) = row.cell(schema::VERSIONED, schema::EDGE_STATE) {
-                out.insert(parse_row_key(&row.key)?, c.value.clone());
+                st.active = c.value.clone();
             }
+            if let Some(c) = row.cell(schema::VERSIONED, schema::USER_EDGES) {
+                st.user = schema::decode_user_edges(&c.value)?;
+            }
+            out.insert(parse_row_key(&row.key)?, st);
         }
         Ok(out)
     }
@@ -512,16 +529,30 @@ impl ChunkedGraph {
         let (edges, states) = futures::try_join!(self.stored_edges(svs), self.edge_states(svs, t))?;
         let mut out = Vec::new();
         for &sv in svs {
-            let Some(list) = edges.get(&sv) else { continue };
             let state = states.get(&sv);
-            for (i, e) in list.iter().enumerate() {
-                if set.contains(&e.partner) {
+            if let Some(list) = edges.get(&sv) {
+                for (i, e) in list.iter().enumerate() {
+                    if set.contains(&e.partner) {
+                        out.push(SubgraphEdge {
+                            a: sv,
+                            b: e.partner,
+                            affinity: e.affinity,
+                            area: e.area,
+                            active: state.is_some_and(|s| schema::bit(&s.active, i)),
+                            user: false,
+                        });
+                    }
+                }
+            }
+            for u in state.map(|s| s.user.as_slice()).unwrap_or(&[]) {
+                if set.contains(&u.partner) {
                     out.push(SubgraphEdge {
                         a: sv,
-                        b: e.partner,
-                        affinity: e.affinity,
-                        area: e.area,
-                        active: state.is_some_and(|s| schema::bit(s, i)),
+                        b: u.partner,
+                        affinity: 1.0,
+                        area: 0,
+                        active: u.active,
+                        user: true,
                     });
                 }
             }
@@ -530,7 +561,7 @@ impl ChunkedGraph {
     }
 
     /// Cross-chunk edges of nodes (cached; written once).
-    async fn cross_edges(&self, ids: &[u64]) -> Result<HashMap<u64, Arc<[CrossEdge]>>> {
+    pub(crate) async fn cross_edges(&self, ids: &[u64]) -> Result<HashMap<u64, Arc<[CrossEdge]>>> {
         let mut out = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         for &id in ids {

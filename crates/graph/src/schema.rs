@@ -24,6 +24,14 @@ pub const CROSS_EDGES: &[u8] = b"cx";
 pub const EDGES: &[u8] = b"edges";
 /// Bitmap over [`EDGES`]: which edges are active.
 pub const EDGE_STATE: &[u8] = b"active";
+/// Edges added by proofreaders where the data had none (on the smaller end's row): the
+/// whole list, one version per edit that changed it.
+pub const USER_EDGES: &[u8] = b"user_edges";
+/// On an op-log row: the edit's row mutations, written before any of them is applied, so an
+/// interrupted edit can be finished by whoever finds it.
+pub const PLAN: &[u8] = b"plan";
+/// On an op-log row: `pending` until every row of the plan is written, then `done`.
+pub const STATUS: &[u8] = b"status";
 /// Lineage: the nodes that replaced this one.
 pub const NEW_PARENTS: &[u8] = b"new_parents";
 /// Lineage: the nodes this one replaced.
@@ -193,6 +201,38 @@ pub fn encode_bits(bits: &[bool]) -> Vec<u8> {
 
 pub fn bit(bytes: &[u8], i: usize) -> bool {
     bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
+
+/// A proofreader's edge, as kept on its smaller end's row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserEdge {
+    pub partner: u64,
+    pub active: bool,
+}
+
+pub fn encode_user_edges(edges: &[UserEdge]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(edges.len() * 9);
+    for e in edges {
+        out.extend_from_slice(&e.partner.to_le_bytes());
+        out.push(u8::from(e.active));
+    }
+    out
+}
+
+pub fn decode_user_edges(bytes: &[u8]) -> Result<Vec<UserEdge>, GraphError> {
+    if !bytes.len().is_multiple_of(9) {
+        return Err(GraphError::Corrupt(format!(
+            "a user-edge list of {} bytes is not a multiple of 9",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(9)
+        .map(|c| UserEdge {
+            partner: u64::from_le_bytes(c[0..8].try_into().unwrap_or([0; 8])),
+            active: c[8] != 0,
+        })
+        .collect())
 }
 
 /// A pending node: built, but its parent belongs to a layer above the one that built it.

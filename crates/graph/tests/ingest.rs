@@ -4,94 +4,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cg_bigtable::{filter, mutation, Client, Config, ReadRows, Target};
+use cg_bigtable::{filter, mutation, Client, ReadRows};
 use cg_graph::hierarchy;
 use cg_graph::ingest::{ingest, IngestOptions, IngestSource, MemorySource};
 use cg_graph::query::RootQuery;
 use cg_graph::schema::{self, Meta};
-use cg_graph::synthetic::{generate, Params, SyntheticGraph};
+use cg_graph::synthetic::SyntheticGraph;
 use cg_graph::ChunkedGraph;
 use cg_ids::{layer_of, row_key, VoxelBox};
 
-async fn client(dir: &std::path::Path) -> Client {
-    let store = cg_emulator::open(dir, cg_emulator::StoreOptions::default()).expect("open store");
-    Config::new(Target::Channel(
-        cg_emulator::in_process_channel(store),
-        "p".into(),
-        "i".into(),
-    ))
-    .connect()
-    .await
-    .expect("connect")
-}
-
-struct Fixture {
-    graph: ChunkedGraph,
-    synth: SyntheticGraph,
-    ids: Vec<u64>,
-    source: Arc<MemorySource>,
-}
-
-async fn fixture(client: Client, table: &str, params: Params) -> Fixture {
-    let synth = generate(&params);
-    let geometry = synth.geometry().expect("geometry");
-    let ids = synth.supervoxel_ids(&geometry).expect("ids");
-    let source = Arc::new(MemorySource::from_synthetic(&synth, &geometry).expect("source"));
-    let meta = Meta {
-        format: schema::FORMAT,
-        geometry,
-        ingest_timestamp_micros: mutation::now_micros() - 10_000,
-        data_dir: None,
-        description: "test".into(),
-    };
-    let graph = ChunkedGraph::create(client, table, meta)
-        .await
-        .expect("create graph");
-    Fixture {
-        graph,
-        synth,
-        ids,
-        source,
-    }
-}
-
-fn params(seed: u64, chunks: [u32; 3], neurites: usize) -> Params {
-    Params {
-        seed,
-        chunks,
-        chunk_size: [32, 32, 32],
-        neurites,
-        steps: 300,
-        steps_per_supervoxel: 4,
-        contact_rate: 0.05,
-        false_merge_rate: 0.1,
-    }
-}
-
-struct Dsu(Vec<usize>);
-impl Dsu {
-    fn find(&mut self, mut x: usize) -> usize {
-        while self.0[x] != x {
-            x = self.0[x];
-        }
-        x
-    }
-    fn union(&mut self, a: usize, b: usize) {
-        let (a, b) = (self.find(a), self.find(b));
-        self.0[a] = b;
-    }
-}
-
-/// Connected components of the active edges, by a plain union-find over the raw input.
-fn components(s: &SyntheticGraph) -> Vec<usize> {
-    let mut d = Dsu((0..s.supervoxels.len()).collect());
-    for e in &s.edges {
-        if SyntheticGraph::is_active(e) {
-            d.union(e.a, e.b);
-        }
-    }
-    (0..s.supervoxels.len()).map(|i| d.find(i)).collect()
-}
+mod common;
+use common::{client, components, fixture, params, Dsu, Fixture};
 
 /// Node count per layer under the given roots.
 async fn census(graph: &ChunkedGraph, roots: &[u64]) -> HashMap<u8, usize> {

@@ -1,0 +1,91 @@
+//! Shared set-up for the graph tests: our emulator in process, seeded synthetic graphs.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use cg_bigtable::{mutation, Client, Config, Target};
+use cg_graph::ingest::MemorySource;
+use cg_graph::schema::{self, Meta};
+use cg_graph::synthetic::{generate, Params, SyntheticGraph};
+use cg_graph::ChunkedGraph;
+
+pub async fn client(dir: &std::path::Path) -> Client {
+    let store = cg_emulator::open(dir, cg_emulator::StoreOptions::default()).expect("open store");
+    Config::new(Target::Channel(
+        cg_emulator::in_process_channel(store),
+        "p".into(),
+        "i".into(),
+    ))
+    .connect()
+    .await
+    .expect("connect")
+}
+
+pub struct Fixture {
+    pub graph: ChunkedGraph,
+    pub synth: SyntheticGraph,
+    pub ids: Vec<u64>,
+    pub source: Arc<MemorySource>,
+}
+
+pub async fn fixture(client: Client, table: &str, params: Params) -> Fixture {
+    let synth = generate(&params);
+    let geometry = synth.geometry().expect("geometry");
+    let ids = synth.supervoxel_ids(&geometry).expect("ids");
+    let source = Arc::new(MemorySource::from_synthetic(&synth, &geometry).expect("source"));
+    let meta = Meta {
+        format: schema::FORMAT,
+        geometry,
+        ingest_timestamp_micros: mutation::now_micros() - 10_000,
+        data_dir: None,
+        description: "test".into(),
+    };
+    let graph = ChunkedGraph::create(client, table, meta)
+        .await
+        .expect("create graph");
+    Fixture {
+        graph,
+        synth,
+        ids,
+        source,
+    }
+}
+
+pub fn params(seed: u64, chunks: [u32; 3], neurites: usize) -> Params {
+    Params {
+        seed,
+        chunks,
+        chunk_size: [32, 32, 32],
+        neurites,
+        steps: 300,
+        steps_per_supervoxel: 4,
+        contact_rate: 0.05,
+        false_merge_rate: 0.1,
+    }
+}
+
+pub struct Dsu(pub Vec<usize>);
+impl Dsu {
+    pub fn find(&mut self, mut x: usize) -> usize {
+        while self.0[x] != x {
+            x = self.0[x];
+        }
+        x
+    }
+    pub fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        self.0[a] = b;
+    }
+}
+
+/// Connected components of the active edges, by a plain union-find over the raw input.
+pub fn components(s: &SyntheticGraph) -> Vec<usize> {
+    let mut d = Dsu((0..s.supervoxels.len()).collect());
+    for e in &s.edges {
+        if SyntheticGraph::is_active(e) {
+            d.union(e.a, e.b);
+        }
+    }
+    (0..s.supervoxels.len()).map(|i| d.find(i)).collect()
+}
+
