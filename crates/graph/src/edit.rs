@@ -98,10 +98,12 @@ struct Plan {
 
 impl Plan {
     fn set(&mut self, key: Vec<u8>, family: &str, qualifier: &[u8], ts: i64, value: Vec<u8>) {
-        self.rows
-            .entry(key)
-            .or_default()
-            .push(mutation::set_cell(family, qualifier.to_vec(), ts, value));
+        self.rows.entry(key).or_default().push(mutation::set_cell(
+            family,
+            qualifier.to_vec(),
+            ts,
+            value,
+        ));
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -135,7 +137,7 @@ impl ChunkedGraph {
     fn voxel_of(&self, p: &Point) -> Result<[u64; 3]> {
         let g = self.geometry();
         let mut v = [0u64; 3];
-        for d in 0..3 {
+        for (d, out) in v.iter_mut().enumerate() {
             let x = p.position_nm[d] / g.resolution[d] - g.voxel_offset[d] as f64;
             if !x.is_finite() || x < 0.0 || x >= g.volume_size[d] as f64 {
                 return Err(GraphError::InvalidInput(format!(
@@ -143,7 +145,7 @@ impl ChunkedGraph {
                     p.position_nm
                 )));
             }
-            v[d] = x as u64;
+            *out = x as u64;
         }
         Ok(v)
     }
@@ -375,7 +377,10 @@ impl ChunkedGraph {
                 distinct.len()
             )));
         }
-        Ok((distinct[0], self.bbox_around(&voxels, opts.bbox_margin_voxels)))
+        Ok((
+            distinct[0],
+            self.bbox_around(&voxels, opts.bbox_margin_voxels),
+        ))
     }
 
     async fn compute_cut(
@@ -479,18 +484,14 @@ impl ChunkedGraph {
         let snk_side = reach(&snk, &none, &cut_set);
         let src_count = src_side.iter().filter(|&&x| x).count();
         let snk_count = snk_side.iter().filter(|&&x| x).count();
-        if (src_count == src_set.len() && n > src_count + snk_count)
-            || (snk_count == sink_set.len() && n > src_count + snk_count)
-        {
+        let only_labelled = src_count == src_set.len() || snk_count == sink_set.len();
+        if only_labelled && n > src_count + snk_count {
             return Err(GraphError::InvalidInput(
                 "the cut only isolates the labelled supervoxels; place the points deeper inside each side".into(),
             ));
         }
         Ok(SplitPreview {
-            cut_edges: cut
-                .iter()
-                .map(|&k| pair(edges[k].a, edges[k].b))
-                .collect(),
+            cut_edges: cut.iter().map(|&k| pair(edges[k].a, edges[k].b)).collect(),
             source_side: (0..n).filter(|&i| src_side[i]).map(|i| svs[i]).collect(),
             sink_side: (0..n).filter(|&i| snk_side[i]).map(|i| svs[i]).collect(),
         })
@@ -580,7 +581,11 @@ impl ChunkedGraph {
         roots.sort_unstable();
         roots.dedup();
         let mut extra = serde_json::Map::new();
-        let key = if kind == "undo" { "undone_operation" } else { "redone_operation" };
+        let key = if kind == "undo" {
+            "undone_operation"
+        } else {
+            "redone_operation"
+        };
         extra.insert(key.into(), serde_json::json!(op));
         self.run_edit(user, kind, &roots, opts, extra, |graph, t| {
             let (want_on, want_off) = (want_on.clone(), want_off.clone());
@@ -593,10 +598,14 @@ impl ChunkedGraph {
                     .filter(|e| e.active)
                     .map(|e| pair(e.a, e.b))
                     .collect();
-                let on: Vec<[u64; 2]> =
-                    want_on.into_iter().filter(|e| !active.contains(e)).collect();
-                let off: Vec<[u64; 2]> =
-                    want_off.into_iter().filter(|e| active.contains(e)).collect();
+                let on: Vec<[u64; 2]> = want_on
+                    .into_iter()
+                    .filter(|e| !active.contains(e))
+                    .collect();
+                let off: Vec<[u64; 2]> = want_off
+                    .into_iter()
+                    .filter(|e| active.contains(e))
+                    .collect();
                 if on.is_empty() && off.is_empty() {
                     return Err(GraphError::InvalidInput(format!(
                         "operation {op}'s edges are already as it would leave them"
@@ -659,7 +668,10 @@ impl ChunkedGraph {
                 ])),
             )
             .await?;
-        let Some(cell) = row.as_ref().and_then(|r| r.cell(schema::LOCKS, schema::LOCK)) else {
+        let Some(cell) = row
+            .as_ref()
+            .and_then(|r| r.cell(schema::LOCKS, schema::LOCK))
+        else {
             return Ok(None);
         };
         let op = std::str::from_utf8(&cell.value)
@@ -731,7 +743,10 @@ impl ChunkedGraph {
                     filter::cells_per_column_limit(1),
                     filter::value_regex(op.to_string().into_bytes()),
                 ])),
-                vec![mutation::delete_from_column(schema::LOCKS, schema::LOCK.to_vec())],
+                vec![mutation::delete_from_column(
+                    schema::LOCKS,
+                    schema::LOCK.to_vec(),
+                )],
                 vec![],
             )
             .await?;
@@ -852,7 +867,11 @@ impl ChunkedGraph {
             &'a ChunkedGraph,
             i64,
         ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(Vec<[u64; 2]>, Vec<[u64; 2]>)>> + Send + 'a>,
+            Box<
+                dyn std::future::Future<Output = Result<(Vec<[u64; 2]>, Vec<[u64; 2]>)>>
+                    + Send
+                    + 'a,
+            >,
         >,
     {
         let op = self.next_operation_id().await?;
@@ -900,7 +919,11 @@ impl ChunkedGraph {
             &'a ChunkedGraph,
             i64,
         ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(Vec<[u64; 2]>, Vec<[u64; 2]>)>> + Send + 'a>,
+            Box<
+                dyn std::future::Future<Output = Result<(Vec<[u64; 2]>, Vec<[u64; 2]>)>>
+                    + Send
+                    + 'a,
+            >,
         >,
     {
         // Stamp after the locks, so no cell of an earlier edit on these roots is newer.
@@ -1016,7 +1039,11 @@ impl ChunkedGraph {
         let mut states = self.edge_states(&lows, t).await?;
         let mut changed_bits: BTreeSet<u64> = BTreeSet::new();
         let mut changed_user: BTreeSet<u64> = BTreeSet::new();
-        for (e, on) in added.iter().map(|e| (e, true)).chain(removed.iter().map(|e| (e, false))) {
+        for (e, on) in added
+            .iter()
+            .map(|e| (e, true))
+            .chain(removed.iter().map(|e| (e, false)))
+        {
             let list: &[StoredEdge] = stored.get(&e[0]).map(|v| &v[..]).unwrap_or(&[]);
             let st = states.entry(e[0]).or_default();
             if let Some(i) = list.iter().position(|s| s.partner == e[1]) {
@@ -1103,8 +1130,16 @@ impl ChunkedGraph {
             let (ca, cb) = (g.coords_of(e[0]), g.coords_of(e[1]));
             if ca != cb {
                 let layer = g.meeting_layer(ca, cb);
-                cross_new.push(CrossEdge { layer, here: e[0], there: e[1] });
-                cross_new.push(CrossEdge { layer, here: e[1], there: e[0] });
+                cross_new.push(CrossEdge {
+                    layer,
+                    here: e[0],
+                    there: e[1],
+                });
+                cross_new.push(CrossEdge {
+                    layer,
+                    here: e[1],
+                    there: e[0],
+                });
             }
         }
         let mut groups: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
@@ -1112,7 +1147,8 @@ impl ChunkedGraph {
             let r = find(&mut dsu, i);
             groups.entry(r).or_default().push(sv);
         }
-        let mut all_cross: Vec<CrossEdge> = old_cross.values().flat_map(|v| v.iter().copied()).collect();
+        let mut all_cross: Vec<CrossEdge> =
+            old_cross.values().flat_map(|v| v.iter().copied()).collect();
         all_cross.retain(|c| !removed_set.contains(&pair(c.here, c.there)));
         all_cross.extend(cross_new);
         let mut cross_by_sv: HashMap<u64, Vec<CrossEdge>> = HashMap::new();
@@ -1139,12 +1175,30 @@ impl ChunkedGraph {
                 cx.sort_unstable();
                 cx.dedup();
                 let key = row_key(id).to_vec();
-                plan.set(key.clone(), schema::IMMUTABLE, schema::CHILDREN, ts, schema::encode_ids(&members));
+                plan.set(
+                    key.clone(),
+                    schema::IMMUTABLE,
+                    schema::CHILDREN,
+                    ts,
+                    schema::encode_ids(&members),
+                );
                 if !cx.is_empty() {
-                    plan.set(key, schema::IMMUTABLE, schema::CROSS_EDGES, ts, schema::encode_cross_edges(&cx));
+                    plan.set(
+                        key,
+                        schema::IMMUTABLE,
+                        schema::CROSS_EDGES,
+                        ts,
+                        schema::encode_cross_edges(&cx),
+                    );
                 }
                 for sv in &members {
-                    plan.set(row_key(*sv).to_vec(), schema::VERSIONED, schema::PARENT, ts, id.to_le_bytes().to_vec());
+                    plan.set(
+                        row_key(*sv).to_vec(),
+                        schema::VERSIONED,
+                        schema::PARENT,
+                        ts,
+                        id.to_le_bytes().to_vec(),
+                    );
                 }
                 new_l2.push(id);
                 waiting.push(Waiting { id, cross: cx });
@@ -1193,7 +1247,11 @@ impl ChunkedGraph {
             frontier = next;
         }
         // Children the replaced ancestors leave behind need new parents.
-        let upper: Vec<u64> = replaced.iter().copied().filter(|&n| layer_of(n) > 2).collect();
+        let upper: Vec<u64> = replaced
+            .iter()
+            .copied()
+            .filter(|&n| layer_of(n) > 2)
+            .collect();
         let lists = self.children(&upper).await?;
         let orphans: Vec<u64> = lists
             .iter()
@@ -1229,7 +1287,8 @@ impl ChunkedGraph {
             if here.is_empty() {
                 continue;
             }
-            let slot: HashMap<usize, usize> = here.iter().enumerate().map(|(s, &i)| (i, s)).collect();
+            let slot: HashMap<usize, usize> =
+                here.iter().enumerate().map(|(s, &i)| (i, s)).collect();
             let mut dsu: Vec<usize> = (0..here.len()).collect();
             fn find(d: &mut [usize], mut x: usize) -> usize {
                 while d[x] != x {
@@ -1256,9 +1315,9 @@ impl ChunkedGraph {
                 }
             }
             let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-            for s in 0..here.len() {
+            for (s, &i) in here.iter().enumerate() {
                 let r = find(&mut dsu, s);
-                groups.entry(r).or_default().push(here[s]);
+                groups.entry(r).or_default().push(i);
             }
             let mut by_chunk: BTreeMap<u64, Vec<Vec<usize>>> = BTreeMap::new();
             for (_, members) in groups {
@@ -1280,12 +1339,30 @@ impl ChunkedGraph {
                     cx.sort_unstable();
                     cx.dedup();
                     let key = row_key(id).to_vec();
-                    plan.set(key.clone(), schema::IMMUTABLE, schema::CHILDREN, ts, schema::encode_ids(&children));
+                    plan.set(
+                        key.clone(),
+                        schema::IMMUTABLE,
+                        schema::CHILDREN,
+                        ts,
+                        schema::encode_ids(&children),
+                    );
                     if !cx.is_empty() {
-                        plan.set(key, schema::IMMUTABLE, schema::CROSS_EDGES, ts, schema::encode_cross_edges(&cx));
+                        plan.set(
+                            key,
+                            schema::IMMUTABLE,
+                            schema::CROSS_EDGES,
+                            ts,
+                            schema::encode_cross_edges(&cx),
+                        );
                     }
                     for c in &children {
-                        plan.set(row_key(*c).to_vec(), schema::VERSIONED, schema::PARENT, ts, id.to_le_bytes().to_vec());
+                        plan.set(
+                            row_key(*c).to_vec(),
+                            schema::VERSIONED,
+                            schema::PARENT,
+                            ts,
+                            id.to_le_bytes().to_vec(),
+                        );
                     }
                     made.push(Waiting { id, cross: cx });
                 }
@@ -1306,10 +1383,22 @@ impl ChunkedGraph {
         new_roots.sort_unstable();
         let old_roots: Vec<u64> = old_roots.into_iter().collect();
         for &n in &replaced {
-            plan.set(row_key(n).to_vec(), schema::VERSIONED, schema::NEW_PARENTS, ts, schema::encode_ids(&new_roots));
+            plan.set(
+                row_key(n).to_vec(),
+                schema::VERSIONED,
+                schema::NEW_PARENTS,
+                ts,
+                schema::encode_ids(&new_roots),
+            );
         }
         for &r in &new_roots {
-            plan.set(row_key(r).to_vec(), schema::VERSIONED, schema::FORMER_PARENTS, ts, schema::encode_ids(&old_roots));
+            plan.set(
+                row_key(r).to_vec(),
+                schema::VERSIONED,
+                schema::FORMER_PARENTS,
+                ts,
+                schema::encode_ids(&old_roots),
+            );
         }
         Ok((old_roots, new_roots))
     }
@@ -1326,7 +1415,9 @@ fn undone(entry: &OperationEntry) -> Result<u64> {
         .extra
         .get("undone_operation")
         .and_then(|v| v.as_u64())
-        .ok_or_else(|| GraphError::Corrupt(format!("undo {} names no operation", entry.operation_id)))
+        .ok_or_else(|| {
+            GraphError::Corrupt(format!("undo {} names no operation", entry.operation_id))
+        })
 }
 
 /// Edge indices of a shortest path from `a` to `b` that avoids `avoid`.

@@ -8,10 +8,10 @@
 //! - [`hierarchy`] is the in-memory reference builder; [`synthetic`] makes seeded test graphs.
 
 mod cache;
-pub mod mincut;
 pub mod edit;
 pub mod hierarchy;
 pub mod ingest;
+pub mod mincut;
 pub mod oplog;
 pub mod query;
 pub mod schema;

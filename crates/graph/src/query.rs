@@ -444,7 +444,10 @@ impl ChunkedGraph {
     }
 
     /// Stored edges of supervoxels (those each is the smaller end of), cached.
-    pub(crate) async fn stored_edges(&self, svs: &[u64]) -> Result<HashMap<u64, Arc<[StoredEdge]>>> {
+    pub(crate) async fn stored_edges(
+        &self,
+        svs: &[u64],
+    ) -> Result<HashMap<u64, Arc<[StoredEdge]>>> {
         let mut out = HashMap::with_capacity(svs.len());
         let mut missing = Vec::new();
         for &sv in svs {

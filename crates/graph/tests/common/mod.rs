@@ -88,4 +88,3 @@ pub fn components(s: &SyntheticGraph) -> Vec<usize> {
     }
     (0..s.supervoxels.len()).map(|i| d.find(i)).collect()
 }
-
