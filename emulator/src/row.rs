@@ -54,6 +54,25 @@ impl StoredRow {
         out
     }
 
+    /// Like [`read_cells`](Self::read_cells), moving the values out instead of copying them.
+    pub fn into_read_cells(self) -> Vec<ReadCell> {
+        let mut out = Vec::new();
+        for (family, cols) in self.families {
+            for (qualifier, cells) in cols {
+                for c in cells {
+                    out.push(ReadCell {
+                        family: family.clone(),
+                        qualifier: qualifier.clone(),
+                        ts: c.ts,
+                        value: c.value,
+                        labels: Vec::new(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Drops empty columns and families so that emptiness is structural.
     pub fn prune(&mut self) {
         for cols in self.families.values_mut() {

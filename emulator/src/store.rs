@@ -714,20 +714,35 @@ impl Store {
             if range_is_empty(&range) {
                 continue;
             }
-            let iter = ks.range::<Vec<u8>, _>(range);
-            let iter: Box<dyn Iterator<Item = fjall::Guard>> = if spec.reversed {
-                Box::new(iter.rev())
-            } else {
-                Box::new(iter)
+            // One-key ranges (explicit row keys) take the point-read path: bloom filters
+            // instead of a merge iterator over every level.
+            let point = match &range {
+                (Bound::Included(a), Bound::Included(b)) if a == b => Some(a.clone()),
+                _ => None,
             };
+            let iter: Box<dyn Iterator<Item = Result<(Vec<u8>, fjall::Slice)>>> =
+                if let Some(k) = point {
+                    Box::new(ks.get(&k)?.map(|v| Ok((k, v))).into_iter())
+                } else {
+                    let iter = ks.range::<Vec<u8>, _>(range);
+                    let map = |item: fjall::Guard| -> Result<(Vec<u8>, fjall::Slice)> {
+                        let (k, v) = item.into_inner()?;
+                        Ok((k.to_vec(), v))
+                    };
+                    if spec.reversed {
+                        Box::new(iter.rev().map(map))
+                    } else {
+                        Box::new(iter.map(map))
+                    }
+                };
             for item in iter {
-                let (k, v) = item.into_inner()?;
-                last = Some(k.to_vec());
+                let (k, v) = item?;
                 let mut row = StoredRow::decode(&v)?;
+                last = Some(k.clone());
                 if !rules.is_empty() {
                     gc::collect_row(&mut row, &rules, now);
                 }
-                let mut cells = row.read_cells();
+                let mut cells = row.into_read_cells();
                 if let Some(f) = spec.filter {
                     cells = f.apply(&k, cells);
                 }

@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 pub enum BenchCommand {
     /// Our emulator against cbtemulator through the same client.
     Bigtable(BigtableBench),
+    /// The ChunkedGraph library (ingest, root and leaves queries) on each backend.
+    Graph(crate::bench_graph::GraphBench),
 }
 
 #[derive(clap::Args)]
@@ -53,10 +55,10 @@ const CBT_PATHS: &[&str] = &[
     "/usr/share/google-cloud-sdk/platform/bigtable-emulator/cbtemulator",
 ];
 
-struct Server {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -67,11 +69,11 @@ impl Drop for Server {
     }
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn wait_listening(child: &mut Child, addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(child: &mut Child, addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
@@ -85,7 +87,7 @@ fn wait_listening(child: &mut Child, addr: SocketAddr) -> anyhow::Result<()> {
     bail!("server did not listen on {addr} within 30 s")
 }
 
-fn start_ours() -> anyhow::Result<Server> {
+pub(crate) fn start_ours() -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let addr = free_addr()?;
     let mut child = Command::new(std::env::current_exe()?)
@@ -107,7 +109,7 @@ fn start_ours() -> anyhow::Result<Server> {
     })
 }
 
-fn start_google(path: Option<&Path>) -> anyhow::Result<Server> {
+pub(crate) fn start_google(path: Option<&Path>) -> anyhow::Result<Server> {
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => CBT_PATHS
@@ -172,7 +174,7 @@ fn set_cell(value: Vec<u8>) -> pb::Mutation {
     }
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {per_sec}")
@@ -243,7 +245,7 @@ async fn write_rows(
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -357,7 +359,7 @@ async fn measure(server: &Server, args: &BigtableBench) -> anyhow::Result<Figure
     })
 }
 
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = s
         .lines()
@@ -369,7 +371,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
@@ -440,5 +442,6 @@ async fn bigtable(args: BigtableBench) -> anyhow::Result<()> {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Bigtable(args) => bigtable(args).await,
+        BenchCommand::Graph(args) => crate::bench_graph::run(args).await,
     }
 }
