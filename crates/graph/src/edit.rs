@@ -20,6 +20,7 @@ use cg_bigtable::{filter, mutation, ReadRows};
 use cg_ids::{layer_of, row_key, VoxelBox};
 use prost::Message;
 
+use crate::events::EditEvent;
 use crate::mincut::FlowGraph;
 use crate::oplog::OperationEntry;
 use crate::query::{RootQuery, SubgraphEdge};
@@ -121,6 +122,24 @@ impl Plan {
         }
         .encode_to_vec()
     }
+}
+
+/// Layer-2 nodes a plan creates: the rows that get a children cell.
+fn created_l2(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (key, mutations) in rows {
+        let Ok(id) = cg_ids::parse_row_key(key) else {
+            continue;
+        };
+        let sets_children = mutations.iter().any(|m| {
+            matches!(&m.mutation, Some(cg_bigtable::proto::v2::mutation::Mutation::SetCell(c))
+                if c.column_qualifier == schema::CHILDREN)
+        });
+        if layer_of(id) == 2 && sets_children {
+            out.push(id);
+        }
+    }
+    out
 }
 
 fn decode_plan(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Mutation>)>> {
@@ -684,6 +703,7 @@ impl ChunkedGraph {
     /// Completes operation `op` from its plan (if it has one), marks it done and releases its
     /// locks on `roots`.
     async fn finish(&self, op: u64, roots: &[u64]) -> Result<()> {
+        let mut recovered = None;
         let row = self
             .client()
             .read_row(
@@ -706,7 +726,9 @@ impl ChunkedGraph {
                 if status.value != b"done" {
                     tracing::warn!(op, "finishing an interrupted edit");
                     let rows = decode_plan(&plan.value)?;
+                    let new_l2_ids = created_l2(&rows);
                     self.client().mutate_rows(self.table(), rows).await?;
+                    recovered = Some(new_l2_ids);
                     self.client()
                         .mutate_row(
                             self.table(),
@@ -726,6 +748,19 @@ impl ChunkedGraph {
             self.unlock(r, op).await?;
         }
         self.clear_cache_parents();
+        if let Some(new_l2_ids) = recovered {
+            let (entry, _) = self.operation(op).await?;
+            self.events().publish(EditEvent {
+                table: self.table().to_string(),
+                operation_id: op,
+                timestamp_micros: entry.timestamp_micros,
+                kind: entry.kind,
+                old_roots: entry.old_roots,
+                new_roots: entry.new_roots,
+                new_l2_ids,
+                recovered: true,
+            });
+        }
         Ok(())
     }
 
@@ -991,6 +1026,16 @@ impl ChunkedGraph {
         for &r in roots {
             self.unlock(r, op).await?;
         }
+        self.events().publish(EditEvent {
+            table: self.table().to_string(),
+            operation_id: op,
+            timestamp_micros: ts,
+            kind: kind.to_string(),
+            old_roots: summary.old_roots.clone(),
+            new_roots: summary.new_roots.clone(),
+            new_l2_ids: summary.new_l2.clone(),
+            recovered: false,
+        });
         Ok(EditResult {
             operation_id: op,
             timestamp_micros: ts,

@@ -5,10 +5,13 @@
 //! - [`ingest`] builds the layers chunk by chunk from supervoxels, edges and an agglomeration.
 //! - [`query`] answers, now or at any past time: the root of a supervoxel, the leaves of a
 //!   root (in a box), children, subgraph edges, the layer-2 graph, and version questions.
+//! - [`edit`] merges and splits (multicut), undoes and redoes, with locks and crash
+//!   recovery; [`events`] tells subscribers what each edit changed.
 //! - [`hierarchy`] is the in-memory reference builder; [`synthetic`] makes seeded test graphs.
 
 mod cache;
 pub mod edit;
+pub mod events;
 pub mod hierarchy;
 pub mod ingest;
 pub mod mincut;
@@ -64,6 +67,7 @@ struct Inner {
     table: String,
     meta: Meta,
     cache: cache::Cache,
+    events: events::Events,
 }
 
 impl ChunkedGraph {
@@ -164,6 +168,7 @@ impl ChunkedGraph {
                 table: table.to_string(),
                 meta,
                 cache: cache::Cache::new(cache),
+                events: events::Events::new(),
             }),
         }
     }
@@ -186,6 +191,10 @@ impl ChunkedGraph {
 
     pub(crate) fn cache(&self) -> &cache::Cache {
         &self.inner.cache
+    }
+
+    pub(crate) fn events(&self) -> &events::Events {
+        &self.inner.events
     }
 
     /// Drops every cached cell (for benchmarks that measure cold reads).

@@ -7,82 +7,10 @@ use std::sync::Arc;
 use cg_graph::edit::{EditOptions, EditResult, Point};
 use cg_graph::ingest::{ingest, IngestOptions};
 use cg_graph::query::RootQuery;
-use cg_graph::synthetic::SyntheticGraph;
-use cg_graph::{ChunkedGraph, GraphError};
+use cg_graph::GraphError;
 
 mod common;
-use common::{client, fixture, params, Dsu, Fixture};
-
-/// The active edges as the test believes them to be.
-struct Model {
-    index: HashMap<u64, usize>,
-    active: HashSet<[u64; 2]>,
-}
-
-impl Model {
-    fn new(f: &Fixture) -> Model {
-        let active = f
-            .synth
-            .edges
-            .iter()
-            .filter(|e| SyntheticGraph::is_active(e))
-            .map(|e| {
-                let (a, b) = (f.ids[e.a], f.ids[e.b]);
-                [a.min(b), a.max(b)]
-            })
-            .collect();
-        Model {
-            index: f.ids.iter().enumerate().map(|(i, &s)| (s, i)).collect(),
-            active,
-        }
-    }
-
-    fn apply(&mut self, r: &EditResult) {
-        for e in &r.added_edges {
-            self.active.insert(*e);
-        }
-        for e in &r.removed_edges {
-            self.active.remove(e);
-        }
-    }
-
-    /// Checks that the graph's roots are the model's components.
-    async fn check(&self, g: &ChunkedGraph, ids: &[u64]) {
-        let mut d = Dsu((0..ids.len()).collect());
-        for e in &self.active {
-            d.union(self.index[&e[0]], self.index[&e[1]]);
-        }
-        let roots = g.roots(ids, &RootQuery::default()).await.expect("roots");
-        let mut by_comp: HashMap<usize, u64> = HashMap::new();
-        let mut by_root: HashMap<u64, usize> = HashMap::new();
-        for (i, &r) in roots.iter().enumerate() {
-            let c = d.find(i);
-            assert_eq!(
-                *by_comp.entry(c).or_insert(r),
-                r,
-                "sv {i}: one component, two roots"
-            );
-            assert_eq!(
-                *by_root.entry(r).or_insert(c),
-                c,
-                "root {r}: two components"
-            );
-        }
-        // And the leaves of every root are its supervoxels.
-        let mut distinct: Vec<u64> = roots.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let mut count = 0;
-        for &r in &distinct {
-            let leaves = g.leaves(r, None, 1).await.expect("leaves");
-            for sv in &leaves {
-                assert_eq!(roots[self.index[sv]], r, "leaf {sv} of {r}");
-            }
-            count += leaves.len();
-        }
-        assert_eq!(count, ids.len());
-    }
-}
+use common::{client, fixture, params, Fixture, Model};
 
 async fn setup(dir: &std::path::Path, seed: u64) -> Fixture {
     let f = fixture(client(dir).await, "e", params(seed, [4, 3, 2], 30)).await;
