@@ -5,6 +5,8 @@
 //! - [`ingest`] builds the layers chunk by chunk from supervoxels, edges and an agglomeration.
 //! - [`query`] answers, now or at any past time: the root of a supervoxel, the leaves of a
 //!   root (in a box), children, subgraph edges, the layer-2 graph, and version questions.
+//! - [`history`] answers history questions: lineage graphs, past and future IDs, change and
+//!   merge logs, operation details and a user's operations.
 //! - [`edit`] merges and splits (multicut), undoes and redoes, with locks and crash
 //!   recovery; [`events`] tells subscribers what each edit changed.
 //! - [`hierarchy`] is the in-memory reference builder; [`synthetic`] makes seeded test graphs.
@@ -13,6 +15,7 @@ mod cache;
 pub mod edit;
 pub mod events;
 pub mod hierarchy;
+pub mod history;
 pub mod ingest;
 pub mod mincut;
 pub mod oplog;
