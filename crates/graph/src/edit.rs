@@ -236,8 +236,10 @@ impl ChunkedGraph {
         self.run_edit(user, "merge", &roots, opts, extra, |graph, t| {
             let (a, b, roots) = (a.supervoxel, b.supervoxel, roots.clone());
             Box::pin(async move {
-                let side_a = graph.leaves(roots[0], Some(bbox), 1).await?;
-                let side_b = graph.leaves(roots[1], Some(bbox), 1).await?;
+                let (side_a, side_b) = futures::try_join!(
+                    graph.leaves(roots[0], Some(bbox), 1),
+                    graph.leaves(roots[1], Some(bbox), 1)
+                )?;
                 let in_a: HashSet<u64> = side_a.iter().copied().collect();
                 let mut all = side_a;
                 all.extend(side_b);
@@ -909,20 +911,24 @@ impl ChunkedGraph {
             >,
         >,
     {
+        let started = std::time::Instant::now();
         let op = self.next_operation_id().await?;
         let mut roots = roots.to_vec();
         roots.sort_unstable();
         roots.dedup();
-        let mut locked = Vec::new();
-        for &r in &roots {
-            if let Err(e) = self.lock(r, op, opts).await {
-                for &l in &locked {
-                    let _ = self.unlock(l, op).await;
+        // All locks at once: a lock attempt never waits, so there is no deadlock to avoid.
+        let attempts =
+            futures::future::join_all(roots.iter().map(|&r| self.lock(r, op, opts))).await;
+        if let Some(i) = attempts.iter().position(Result::is_err) {
+            for (&r, a) in roots.iter().zip(&attempts) {
+                if a.is_ok() {
+                    let _ = self.unlock(r, op).await;
                 }
-                return Err(e);
             }
-            locked.push(r);
+            let mut attempts = attempts;
+            return Err(attempts.swap_remove(i).expect_err("an error"));
         }
+        let locked_after = started.elapsed();
         let mut committed = false;
         let result = self
             .locked_edit(op, user, kind, &roots, opts, extra, decide, &mut committed)
@@ -934,6 +940,14 @@ impl ChunkedGraph {
                 let _ = self.unlock(r, op).await;
             }
         }
+        tracing::debug!(
+            op,
+            kind,
+            ok = result.is_ok(),
+            lock_ms = locked_after.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "edit"
+        );
         result
     }
 
@@ -964,11 +978,14 @@ impl ChunkedGraph {
         // Stamp after the locks, so no cell of an earlier edit on these roots is newer.
         let ts = mutation::now_micros();
         let read_at = ts - 1;
+        let clock = std::time::Instant::now();
         let (added, removed) = decide(self, read_at).await?;
+        let decided = clock.elapsed();
         let mut plan = Plan::default();
         let summary = self
             .plan_edge_change(&mut plan, ts, read_at, &added, &removed)
             .await?;
+        let planned = clock.elapsed();
         let entry = OperationEntry {
             operation_id: op,
             timestamp_micros: ts,
@@ -1001,6 +1018,7 @@ impl ChunkedGraph {
             .await?;
         *committed = true;
         let mut rows: Vec<(Vec<u8>, Vec<Mutation>)> = plan.rows.into_iter().collect();
+        let summary_rows = rows.len();
         if let Some(n) = opts.crash_after_rows {
             rows.truncate(n);
             self.client().mutate_rows(self.table(), rows).await?;
@@ -1011,21 +1029,30 @@ impl ChunkedGraph {
             }));
         }
         self.client().mutate_rows(self.table(), rows).await?;
-        self.client()
-            .mutate_row(
-                self.table(),
-                schema::op_key(op),
-                vec![mutation::set_cell(
-                    schema::VERSIONED,
-                    schema::STATUS.to_vec(),
-                    ts,
-                    b"done".to_vec(),
-                )],
-            )
-            .await?;
-        for &r in roots {
-            self.unlock(r, op).await?;
-        }
+        // Status and unlocks together: replaying a fully applied plan (if we die in between
+        // and recovery finds it pending) rewrites identical cells.
+        let done = self.client().mutate_row(
+            self.table(),
+            schema::op_key(op),
+            vec![mutation::set_cell(
+                schema::VERSIONED,
+                schema::STATUS.to_vec(),
+                ts,
+                b"done".to_vec(),
+            )],
+        );
+        let unlocks = futures::future::try_join_all(roots.iter().map(|&r| self.unlock(r, op)));
+        let (done, unlocks) = futures::join!(done, unlocks);
+        done?;
+        unlocks?;
+        tracing::debug!(
+            op,
+            decide_ms = decided.as_secs_f64() * 1e3,
+            plan_ms = (planned - decided).as_secs_f64() * 1e3,
+            write_ms = (clock.elapsed() - planned).as_secs_f64() * 1e3,
+            rows = summary_rows,
+            "edit phases"
+        );
         self.events().publish(EditEvent {
             table: self.table().to_string(),
             operation_id: op,

@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Bigtable(BigtableBench),
     /// The ChunkedGraph library (ingest, root and leaves queries) on each backend.
     Graph(crate::bench_graph::GraphBench),
+    /// Merge, undo and multicut split latencies on each backend.
+    Edits(crate::bench_edit::EditBench),
 }
 
 #[derive(clap::Args)]
@@ -443,5 +445,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Bigtable(args) => bigtable(args).await,
         BenchCommand::Graph(args) => crate::bench_graph::run(args).await,
+        BenchCommand::Edits(args) => crate::bench_edit::run(args).await,
     }
 }

@@ -1,8 +1,10 @@
 //! `chunkedgraph`: the front door. One binary, one subcommand per job.
 
 mod bench;
+mod bench_edit;
 mod bench_graph;
 mod ingest_cmd;
+mod server;
 mod storage;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.
@@ -35,6 +37,8 @@ enum Command {
     /// Build a graph from supervoxel edges and an agglomeration (or a synthetic graph).
     /// Re-running resumes an interrupted ingest.
     Ingest(Box<ingest_cmd::IngestArgs>),
+    /// Serve PyChunkedGraph's HTTP API (Neuroglancer, caveclient, cloud-volume).
+    Serve(server::ServeArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             Command::Emulator(args) => run_emulator(args).await,
             Command::Tables(storage) => list_tables(storage).await,
             Command::Ingest(args) => ingest_cmd::run(*args).await,
+            Command::Serve(args) => server::run(args).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })
