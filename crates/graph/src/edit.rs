@@ -44,6 +44,8 @@ pub struct EditOptions {
     pub max_merge_distance_chunks: u32,
     /// Testing: stop after writing this many plan rows, as if the process died.
     pub crash_after_rows: Option<usize>,
+    /// Testing: stop with the locks taken and no plan written, as if the process died.
+    pub crash_before_plan: bool,
 }
 
 impl Default for EditOptions {
@@ -53,6 +55,7 @@ impl Default for EditOptions {
             bbox_margin_voxels: [128, 128, 16],
             max_merge_distance_chunks: 8,
             crash_after_rows: None,
+            crash_before_plan: false,
         }
     }
 }
@@ -122,6 +125,14 @@ impl Plan {
         }
         .encode_to_vec()
     }
+}
+
+fn simulated_crash() -> GraphError {
+    GraphError::Storage(cg_bigtable::Error::Status {
+        code: cg_bigtable::Code::Unavailable,
+        message: "simulated crash".into(),
+        transport: true,
+    })
 }
 
 /// Layer-2 nodes a plan creates: the rows that get a children cell.
@@ -638,8 +649,11 @@ impl ChunkedGraph {
         .await
     }
 
-    /// Finishes every edit that was cut off (status `pending`) and whose locks have expired.
-    /// Returns how many it finished.
+    /// Finishes every edit that was cut off after writing its plan (status `pending`), and
+    /// releases the locks of every edit cut off before it (status `locking`), once their
+    /// locks have expired. With `lock_expiry_micros: 0` it takes every such edit at once:
+    /// right for a process that owns its storage alone, at start-up. Returns how many edits
+    /// it finished or released.
     pub async fn recover(&self, opts: &EditOptions) -> Result<usize> {
         let rows = self
             .client()
@@ -648,32 +662,76 @@ impl ChunkedGraph {
                 ReadRows::new()
                     .prefix(vec![schema::OPERATION_PREFIX])
                     .filter(filter::chain([
-                        filter::column(schema::VERSIONED, schema::STATUS),
+                        filter::interleave([
+                            filter::column(schema::VERSIONED, schema::STATUS),
+                            filter::column(schema::VERSIONED, schema::LOCKING),
+                        ]),
                         filter::cells_per_column_limit(1),
-                        filter::value_regex(b"pending".to_vec()),
-                        filter::strip_value(),
                     ])),
             )
             .await?;
-        let mut finished = 0;
+        let mut recovered = 0;
         for row in rows {
+            let Some(status) = row.cell(schema::VERSIONED, schema::STATUS) else {
+                continue;
+            };
+            let pending = status.value == b"pending";
+            if !pending && status.value != b"locking" {
+                continue;
+            }
             let id = cg_ids::parse_row_key(&row.key[1..])?;
-            let (entry, _) = self.operation(id).await?;
+            let mut roots = match row.cell(schema::VERSIONED, schema::LOCKING) {
+                Some(c) => schema::decode_ids(&c.value)?,
+                None => Vec::new(),
+            };
+            if pending {
+                roots.extend(self.operation(id).await?.0.old_roots);
+                roots.sort_unstable();
+                roots.dedup();
+            }
             let now = mutation::now_micros();
             let mut live = false;
-            for &r in &entry.old_roots {
+            for &r in &roots {
                 if let Some((holder, at)) = self.lock_of(r).await? {
                     if holder == id && at > now - opts.lock_expiry_micros {
                         live = true;
                     }
                 }
             }
-            if !live {
-                self.finish(id, &entry.old_roots).await?;
-                finished += 1;
+            if live {
+                continue;
             }
+            if pending {
+                self.finish(id, &roots).await?;
+            } else {
+                tracing::warn!(
+                    op = id,
+                    "releasing the locks of an edit cut off before its plan"
+                );
+                for &r in &roots {
+                    self.unlock(r, id).await?;
+                }
+                self.set_status(id, b"aborted").await?;
+            }
+            recovered += 1;
         }
-        Ok(finished)
+        Ok(recovered)
+    }
+
+    async fn set_status(&self, op: u64, status: &[u8]) -> Result<()> {
+        self.client()
+            .mutate_row(
+                self.table(),
+                schema::op_key(op),
+                vec![mutation::set_cell(
+                    schema::VERSIONED,
+                    schema::STATUS.to_vec(),
+                    mutation::now_micros(),
+                    status.to_vec(),
+                )],
+            )
+            .await?;
+        Ok(())
     }
 
     /// The lock on a root: the operation holding it and when it was taken.
@@ -916,6 +974,29 @@ impl ChunkedGraph {
         let mut roots = roots.to_vec();
         roots.sort_unstable();
         roots.dedup();
+        // Intent before locks: recovery can release the locks of an edit that dies before
+        // it writes its plan.
+        let now = mutation::now_micros();
+        self.client()
+            .mutate_row(
+                self.table(),
+                schema::op_key(op),
+                vec![
+                    mutation::set_cell(
+                        schema::VERSIONED,
+                        schema::LOCKING.to_vec(),
+                        now,
+                        schema::encode_ids(&roots),
+                    ),
+                    mutation::set_cell(
+                        schema::VERSIONED,
+                        schema::STATUS.to_vec(),
+                        now,
+                        b"locking".to_vec(),
+                    ),
+                ],
+            )
+            .await?;
         // All locks at once: a lock attempt never waits, so there is no deadlock to avoid.
         let attempts =
             futures::future::join_all(roots.iter().map(|&r| self.lock(r, op, opts))).await;
@@ -925,6 +1006,7 @@ impl ChunkedGraph {
                     let _ = self.unlock(r, op).await;
                 }
             }
+            let _ = self.set_status(op, b"aborted").await;
             let mut attempts = attempts;
             return Err(attempts.swap_remove(i).expect_err("an error"));
         }
@@ -939,6 +1021,7 @@ impl ChunkedGraph {
             for &r in &roots {
                 let _ = self.unlock(r, op).await;
             }
+            let _ = self.set_status(op, b"aborted").await;
         }
         tracing::debug!(
             op,
@@ -999,6 +1082,11 @@ impl ChunkedGraph {
         };
         let json = serde_json::to_vec(&entry)
             .map_err(|e| GraphError::Corrupt(format!("operation entry: {e}")))?;
+        if opts.crash_before_plan {
+            // A dead process cleans nothing up.
+            *committed = true;
+            return Err(simulated_crash());
+        }
         // The plan goes first, in one atomic row write: from here the edit will happen.
         self.client()
             .mutate_row(
@@ -1022,11 +1110,7 @@ impl ChunkedGraph {
         if let Some(n) = opts.crash_after_rows {
             rows.truncate(n);
             self.client().mutate_rows(self.table(), rows).await?;
-            return Err(GraphError::Storage(cg_bigtable::Error::Status {
-                code: cg_bigtable::Code::Unavailable,
-                message: "simulated crash".into(),
-                transport: true,
-            }));
+            return Err(simulated_crash());
         }
         self.client().mutate_rows(self.table(), rows).await?;
         // Status and unlocks together: replaying a fully applied plan (if we die in between

@@ -32,6 +32,9 @@ pub const USER_EDGES: &[u8] = b"user_edges";
 pub const PLAN: &[u8] = b"plan";
 /// On an op-log row: `pending` until every row of the plan is written, then `done`.
 pub const STATUS: &[u8] = b"status";
+/// On an op-log row: the roots the edit is about to lock, written before it locks them (with
+/// status `locking`), so the locks of an edit that dies before its plan can be released.
+pub const LOCKING: &[u8] = b"locking";
 /// Lineage: the nodes that replaced this one.
 pub const NEW_PARENTS: &[u8] = b"new_parents";
 /// Lineage: the nodes this one replaced.

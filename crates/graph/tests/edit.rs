@@ -385,3 +385,44 @@ async fn interrupted_edits_are_finished_by_the_next_edit_or_recovery() {
     model.apply(&r);
     model.check(g, &f.ids).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_of_an_edit_that_died_before_its_plan_are_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = setup(dir.path(), 6).await;
+    let g = &f.graph;
+    let model = Model::new(&f);
+    let (i, j) = neighbours_in_two_objects(&f).await;
+    let crash = EditOptions {
+        crash_before_plan: true,
+        ..opts()
+    };
+    g.merge("x", point(&f, i), point(&f, j), &crash)
+        .await
+        .expect_err("crashed");
+    // The roots stay locked: a live lock (60 s) refuses other edits, retryably.
+    let err = g
+        .merge("y", point(&f, i), point(&f, j), &opts())
+        .await
+        .expect_err("locked");
+    assert!(
+        matches!(&err, GraphError::Conflict(m) if m.contains("retry")),
+        "{err}"
+    );
+    // Within the lock's life, recovery for several processes leaves it alone ...
+    assert_eq!(g.recover(&opts()).await.expect("recover"), 0);
+    // ... and a process that owns its storage releases it at start-up.
+    let owner = EditOptions {
+        lock_expiry_micros: 0,
+        ..opts()
+    };
+    assert_eq!(g.recover(&owner).await.expect("recover"), 1);
+    assert_eq!(g.recover(&owner).await.expect("again"), 0);
+    // Nothing was written but the op-log row; the edit now goes through.
+    model.check(g, &f.ids).await;
+    let r = g
+        .merge("y", point(&f, i), point(&f, j), &opts())
+        .await
+        .expect("merge after release");
+    assert_eq!(r.new_roots.len(), 1);
+}
