@@ -679,6 +679,154 @@ async fn edits_through_http() {
         break;
     }
     assert!(split_done, "some split preview was accepted");
+
+    // History of the merged object, against the library.
+    let root = s.roots(&[a]).await[0];
+    let lineage = g.lineage_graph(&[root], None, None).await.expect("lineage");
+    assert!(
+        lineage.edges.len() >= 2,
+        "merge, undo and redo made a lineage"
+    );
+    let check_lineage = |v: &Value| {
+        assert_eq!(v["directed"], json!(true));
+        let nodes = v["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), lineage.nodes.len());
+        for (n, lib) in nodes.iter().zip(&lineage.nodes) {
+            assert_eq!(n["id"], json!(lib.id));
+            assert_eq!(
+                (n["timestamp"].as_f64().expect("seconds") * 1e6).round() as i64,
+                lib.timestamp_micros
+            );
+            assert_eq!(
+                n.get("operation_id").and_then(Value::as_u64),
+                lib.superseded_by
+            );
+        }
+        let links: Vec<(u64, u64)> = v["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .map(|l| {
+                (
+                    l["source"].as_u64().expect("source"),
+                    l["target"].as_u64().expect("target"),
+                )
+            })
+            .collect();
+        let lib_links: Vec<(u64, u64)> =
+            lineage.edges.iter().map(|e| (e.source, e.target)).collect();
+        assert_eq!(links, lib_links);
+    };
+    check_lineage(&s.get(&format!("/root/{root}/lineage_graph")).await.ok());
+    check_lineage(
+        &s.post(
+            "/lineage_graph_multiple",
+            json!({ "root_ids": [root] }).to_string(),
+        )
+        .await
+        .ok(),
+    );
+
+    for filtered in [false, true] {
+        let lib = g
+            .change_log_with(root, None, filtered)
+            .await
+            .expect("change log");
+        let v = s
+            .get(&format!("/root/{root}/change_log?filtered={filtered}"))
+            .await
+            .ok();
+        assert_eq!(v["n_mergers"], json!(lib.n_mergers));
+        assert_eq!(v["n_splits"], json!(lib.n_splits));
+        assert_eq!(ids_of(&v["operations_ids"]), lib.operation_ids);
+        assert_eq!(ids_of(&v["past_ids"]), lib.past_ids);
+    }
+    let rows = g.tabular_change_log(root).await.expect("tabular");
+    assert!(!rows.is_empty());
+    let table = s
+        .get(&format!("/root/{root}/tabular_change_log?filtered=false"))
+        .await
+        .ok();
+    let ops: Vec<u64> = (0..rows.len())
+        .map(|k| table["operation_id"][k.to_string()].as_u64().expect("op"))
+        .collect();
+    assert_eq!(ops, rows.iter().map(|r| r.operation_id).collect::<Vec<_>>());
+    assert_eq!(
+        table["timestamp"]["0"].as_i64(),
+        Some(rows[0].timestamp_micros / 1000)
+    );
+    let many = send(
+        s.http
+            .get(s.server.url("/tabular_change_log_many?filtered=false"))
+            .body(json!({ "root_ids": [root] }).to_string()),
+    )
+    .await
+    .ok();
+    let inner: Value =
+        serde_json::from_str(many[root.to_string()].as_str().expect("a JSON string"))
+            .expect("json");
+    assert_eq!(inner, table);
+
+    let merges = g.merge_log(root).await.expect("merge log");
+    let v = s.get(&format!("/root/{root}/merge_log")).await.ok();
+    let edges: Vec<Vec<Vec<u64>>> =
+        serde_json::from_value(v["merge_edges"].clone()).expect("edges");
+    assert_eq!(
+        edges,
+        merges
+            .iter()
+            .map(|m| m.added_edges.iter().map(|e| e.to_vec()).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+
+    let lib = g.past_id_mapping(&[root], None).await.expect("past ids");
+    let v = send(
+        s.http
+            .get(s.server.url("/past_id_mapping"))
+            .body(json!({ "root_ids": [root] }).to_string()),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        ids_of(&v["past_id_map"][root.to_string()]),
+        lib.past_id_map[&root]
+    );
+    assert_eq!(
+        v["future_id_map"].as_object().expect("map").len(),
+        lib.future_id_map.len()
+    );
+
+    let v = s
+        .get(&format!("/operation_details?operation_ids=[{op}]"))
+        .await
+        .ok();
+    assert_eq!(v[op.to_string()]["user"], json!("tester"));
+    assert_eq!(ids_of(&v[op.to_string()]["roots"]), new_roots);
+    assert_eq!(v[op.to_string()]["added_edges"], json!(entry.added_edges));
+    let lib = g
+        .user_operations(Some("tester"), 0, i64::MAX / 2, false)
+        .await
+        .expect("user operations");
+    let v = s.get("/user_operations?user_id=tester").await.ok();
+    let listed: Vec<u64> = (0..lib.len())
+        .map(|k| v["operation_id"][k.to_string()].as_u64().expect("op"))
+        .collect();
+    assert_eq!(
+        listed,
+        lib.iter().map(|e| e.operation_id).collect::<Vec<_>>()
+    );
+    assert!(listed.contains(&op), "the redone merge counts");
+    let made = g.last_edit(root).await.expect("last edit");
+    let v = s
+        .get(&format!("/root/{root}/last_edit?delimiter=T"))
+        .await
+        .ok();
+    let iso = v["iso"].as_str().expect("iso");
+    assert!(iso.contains('T') && iso.ends_with("+00:00"), "{iso}");
+    assert_eq!(
+        made,
+        lineage.node(root).expect("root node").timestamp_micros
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

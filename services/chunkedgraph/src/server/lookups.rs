@@ -5,7 +5,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use cg_bigtable::{filter, mutation, ReadRows};
-use cg_graph::oplog::OperationEntry;
 use cg_graph::query::RootQuery;
 use cg_graph::{schema, ChunkedGraph};
 use cg_ids::{layer_of, parse_row_key, row_key};
@@ -365,8 +364,8 @@ pub async fn valid_nodes(
     Ok(json(&json!({ "valid_roots": fmt.list(&valid) })))
 }
 
-/// `{"iso": ...}`: the earliest time the graph can be read at. Like PyChunkedGraph, half a
-/// second before the first edit; with no edits yet, the ingest time.
+/// `{"iso": ...}`: the earliest time the graph can be read at (its ingest; PyChunkedGraph
+/// answers half a second before its first edit).
 pub async fn oldest_timestamp(
     State(st): State<Shared>,
     Path(table): Path<String>,
@@ -374,26 +373,7 @@ pub async fn oldest_timestamp(
 ) -> ApiResult<Response> {
     let delimiter = p.get("delimiter").unwrap_or(" ").to_string();
     let g = st.graph(&table).await?;
-    let rows = g
-        .client()
-        .read_rows_vec(
-            g.table(),
-            ReadRows::new()
-                .prefix(vec![schema::OPERATION_PREFIX])
-                .filter(filter::chain([
-                    filter::column(schema::IMMUTABLE, schema::ENTRY),
-                    filter::cells_per_column_limit(1),
-                ]))
-                .limit(1),
-        )
-        .await
-        .map_err(cg_graph::GraphError::from)?;
-    let first_edit = rows
-        .first()
-        .and_then(|r| r.cell(schema::IMMUTABLE, schema::ENTRY))
-        .and_then(|c| serde_json::from_slice::<OperationEntry>(&c.value).ok())
-        .map(|e| e.timestamp_micros - 500_000);
-    let t = first_edit.unwrap_or(g.meta().ingest_timestamp_micros);
+    let t = g.oldest_timestamp().await?;
     Ok(json(&json!({ "iso": iso_utc(t, &delimiter) })))
 }
 
