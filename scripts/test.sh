@@ -5,7 +5,8 @@
 # (Google's Bigtable emulator if missing, python3-venv if venv is unusable, a virtualenv in
 # .venv with tests/python/requirements.txt), then runs, stopping at the first failure:
 #   cargo fmt --check, cargo clippy -D warnings, cargo build -p chunkedgraph,
-#   cargo test --workspace, and the Python differential test (tests/python).
+#   cargo test --workspace, the Python differential test (tests/python), and the real-client
+#   test (tests/python/clients: caveclient and cloud-volume in .venv-clients).
 #
 # Environment:
 #   CBTEMULATOR       Google's emulator binary (default: the gcloud SDK path, then PATH)
@@ -108,5 +109,9 @@ fi
 section "python differential: google-cloud-bigtable against cbtemulator and ours"
 export CHUNKEDGRAPH_BIN=${CHUNKEDGRAPH_BIN:-$PWD/target/debug/chunkedgraph}
 PYTHON=$PWD/.venv/bin/python tests/python/run_differential.sh
+
+# ------------------------------------------------------------------------------------------
+section "python clients: caveclient and cloud-volume against chunkedgraph serve"
+tests/python/clients/run_clients.sh
 
 section "all passed ($((SECONDS - started)) s)"
