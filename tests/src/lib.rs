@@ -152,3 +152,59 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// A `chunkedgraph serve` process; SIGKILLed when dropped.
+pub struct ServeProcess {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    child: Child,
+}
+
+impl ServeProcess {
+    /// Serves the storage named by `args` (e.g. `--data-dir DIR`) and `envs` (e.g.
+    /// `BIGTABLE_EMULATOR_HOST`) on a free port.
+    pub fn start(args: &[&str], envs: &[(&str, String)]) -> ServeProcess {
+        let mut cmd = Command::new(chunkedgraph_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting chunkedgraph serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("reading the server's first line");
+        let base = line
+            .trim()
+            .strip_prefix("chunkedgraph serving on ")
+            .unwrap_or_else(|| panic!("unexpected first line from chunkedgraph serve: {line:?}"))
+            .to_string();
+        ServeProcess { base, child }
+    }
+
+    /// The URL of a route under `/segmentation/api/v1/table/{table}`.
+    pub fn url(&self, table: &str, path: &str) -> String {
+        format!("{}/segmentation/api/v1/table/{table}{path}", self.base)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: whatever the server was doing stops mid-way.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

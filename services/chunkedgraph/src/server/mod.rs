@@ -49,16 +49,20 @@ pub struct AppState {
     tables: Mutex<HashMap<String, ChunkedGraph>>,
     /// Held while a table is being opened, so it is opened (and recovered) once.
     opening: tokio::sync::Mutex<()>,
+    /// True when this process is the only one on its storage (embedded): every lock found
+    /// at start-up belongs to a dead process and is released at once.
+    sole_owner: bool,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(client: cg_bigtable::Client) -> AppState {
+    pub fn new(client: cg_bigtable::Client, sole_owner: bool) -> AppState {
         AppState {
             client,
             tables: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
+            sole_owner,
         }
     }
 
@@ -83,7 +87,15 @@ impl AppState {
         let g = ChunkedGraph::open(self.client.clone(), table).await?;
         // Edits a crash cut off are finished before anyone reads the table. A failure here
         // does not block reads: the next edit on an affected root finishes it too.
-        match g.recover(&EditOptions::default()).await {
+        let recover = EditOptions {
+            lock_expiry_micros: if self.sole_owner {
+                0
+            } else {
+                EditOptions::default().lock_expiry_micros
+            },
+            ..Default::default()
+        };
+        match g.recover(&recover).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(table, "finished {n} interrupted edit(s)"),
             Err(e) => tracing::warn!(table, "recovering interrupted edits: {e}"),
@@ -252,7 +264,8 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (client, backend) = args.storage.connect().await?;
-    let state = Arc::new(AppState::new(client));
+    let sole_owner = matches!(backend, crate::storage::Backend::Embedded(_));
+    let state = Arc::new(AppState::new(client, sole_owner));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
