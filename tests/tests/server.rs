@@ -1042,4 +1042,24 @@ async fn protocol_and_bad_input() {
         json!(s.roots(&svs[..1]).await[0]),
         "and still answers"
     );
+
+    // An edit on a root another edit holds locked: 503 with Retry-After, which caveclient
+    // retries. (The other edit "died" holding its locks.)
+    let crash = EditOptions {
+        crash_before_plan: true,
+        ..Default::default()
+    };
+    s.graph
+        .merge("crashed", s.point(i), s.point(j), &crash)
+        .await
+        .expect_err("crashed");
+    let r = s
+        .post(
+            "/merge",
+            json!([s.point_json(i), s.point_json(j)]).to_string(),
+        )
+        .await;
+    let msg = r.error(503);
+    assert!(msg.contains("lock"), "{msg}");
+    assert_eq!(r.header("retry-after"), "1");
 }

@@ -40,8 +40,10 @@ impl From<GraphError> for ApiError {
             GraphError::Conflict(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            tracing::error!("{e}");
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => tracing::error!("{e}"),
+            StatusCode::SERVICE_UNAVAILABLE => tracing::info!("{e}"),
+            _ => {}
         }
         ApiError::new(status, e.to_string())
     }
@@ -65,5 +67,38 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         error_response(self.status, &self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_errors_map_to_statuses() {
+        let status = |e: GraphError| ApiError::from(e).status;
+        assert_eq!(
+            status(GraphError::NotFound("x".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(GraphError::InvalidInput("x".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(GraphError::Id(cg_ids::IdError::NodeLayer(5, 0))),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(GraphError::Conflict("locked".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(GraphError::Corrupt("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let resp = ApiError::from(GraphError::Conflict("locked".into())).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
     }
 }
