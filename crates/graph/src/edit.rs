@@ -127,6 +127,31 @@ impl Plan {
     }
 }
 
+/// Segment numbers reserved from a chunk's counter at a time.
+const ID_BLOCK: u64 = 32;
+
+/// Per chunk, the reserved segment numbers `[next, end)` this process has not used yet.
+#[derive(Default)]
+pub(crate) struct IdPool(std::sync::Mutex<HashMap<u64, (u64, u64)>>);
+
+impl IdPool {
+    fn take(&self, chunk: u64, n: u64) -> Option<u64> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = m.get_mut(&chunk)?;
+        if slot.1 - slot.0 < n {
+            return None;
+        }
+        let first = slot.0;
+        slot.0 += n;
+        Some(first)
+    }
+
+    fn keep(&self, chunk: u64, next: u64, end: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(chunk, (next, end));
+    }
+}
+
 fn simulated_crash() -> GraphError {
     GraphError::Storage(cg_bigtable::Error::Status {
         code: cg_bigtable::Code::Unavailable,
@@ -919,8 +944,21 @@ impl ChunkedGraph {
         Ok(mutation::decode_i64(&cell.value)? as u64)
     }
 
-    /// Reserves `n` new segment numbers in a chunk; returns the first.
+    /// Reserves `n` new segment numbers in a chunk; returns the first. Numbers come from
+    /// blocks this process reserved earlier when it can; gaps left by a process that exits
+    /// are harmless.
     async fn allocate(&self, chunk_id: u64, n: u64) -> Result<u64> {
+        if let Some(first) = self.id_pool().take(chunk_id, n) {
+            return Ok(first);
+        }
+        let want = n.max(ID_BLOCK);
+        let first = self.reserve(chunk_id, want).await?;
+        self.id_pool().keep(chunk_id, first + n, first + want);
+        Ok(first)
+    }
+
+    /// Reserves `n` segment numbers from a chunk's counter; returns the first.
+    async fn reserve(&self, chunk_id: u64, n: u64) -> Result<u64> {
         let row = self
             .client()
             .read_modify_write_row(
@@ -1320,8 +1358,13 @@ impl ChunkedGraph {
         }
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut new_l2 = Vec::new();
-        for (chunk, comps) in by_chunk {
-            let first = self.allocate(chunk, comps.len() as u64).await?;
+        let firsts = futures::future::try_join_all(
+            by_chunk
+                .iter()
+                .map(|(&chunk, comps)| self.allocate(chunk, comps.len() as u64)),
+        )
+        .await?;
+        for ((chunk, comps), first) in by_chunk.into_iter().zip(firsts) {
             for (k, members) in comps.into_iter().enumerate() {
                 let id = g.node_id(chunk, first + k as u64)?;
                 let mut cx: Vec<CrossEdge> = members
@@ -1481,8 +1524,13 @@ impl ChunkedGraph {
                 by_chunk.entry(chunk).or_default().push(members);
             }
             let mut made = Vec::new();
-            for (chunk, comps) in by_chunk {
-                let first = self.allocate(chunk, comps.len() as u64).await?;
+            let firsts = futures::future::try_join_all(
+                by_chunk
+                    .iter()
+                    .map(|(&chunk, comps)| self.allocate(chunk, comps.len() as u64)),
+            )
+            .await?;
+            for ((chunk, comps), first) in by_chunk.into_iter().zip(firsts) {
                 for (k, members) in comps.into_iter().enumerate() {
                     let id = g.node_id(chunk, first + k as u64)?;
                     let mut children: Vec<u64> = members.iter().map(|&i| waiting[i].id).collect();

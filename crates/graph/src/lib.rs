@@ -71,6 +71,7 @@ struct Inner {
     meta: Meta,
     cache: cache::Cache,
     events: events::Events,
+    ids: edit::IdPool,
 }
 
 impl ChunkedGraph {
@@ -172,6 +173,7 @@ impl ChunkedGraph {
                 meta,
                 cache: cache::Cache::new(cache),
                 events: events::Events::new(),
+                ids: edit::IdPool::default(),
             }),
         }
     }
@@ -194,6 +196,10 @@ impl ChunkedGraph {
 
     pub(crate) fn cache(&self) -> &cache::Cache {
         &self.inner.cache
+    }
+
+    pub(crate) fn id_pool(&self) -> &edit::IdPool {
+        &self.inner.ids
     }
 
     pub(crate) fn events(&self) -> &events::Events {

@@ -131,8 +131,8 @@ impl Workload {
         // neurite and a sink in the other, a few supervoxels away from the contact. One split
         // per object.
         let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
-        for i in 0..n {
-            members.entry(comp[i]).or_default().push(i);
+        for (i, &c) in comp.iter().enumerate() {
+            members.entry(c).or_default().push(i);
         }
         let mut contacts: Vec<(usize, usize)> = synth
             .edges
