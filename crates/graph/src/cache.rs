@@ -19,6 +19,9 @@ pub struct CacheOptions {
     pub edges: usize,
     /// How long an edit may write cells stamped with its start time (the lock lifetime).
     pub edit_horizon_micros: i64,
+    /// This process is the only writer of the table (embedded storage): its own edits evict
+    /// what they change, so cached parent pointers need no check against storage.
+    pub sole_writer: bool,
 }
 
 impl Default for CacheOptions {
@@ -29,6 +32,7 @@ impl Default for CacheOptions {
             cross_edges: 1 << 20,
             edges: 1 << 20,
             edit_horizon_micros: 60_000_000,
+            sole_writer: false,
         }
     }
 }
@@ -60,6 +64,10 @@ pub struct Cache {
     pub cross_edges: Lru<u64, Arc<[CrossEdge]>>,
     pub edges: Lru<u64, Arc<[StoredEdge]>>,
     pub horizon: i64,
+    pub sole_writer: bool,
+    /// Bumped by every edit after it wrote its parent pointers and before it evicts them: a
+    /// read that started before the bump must not cache what it read.
+    pub epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Cache {
@@ -70,10 +78,21 @@ impl Cache {
             cross_edges: Lru::new(o.cross_edges.max(1)),
             edges: Lru::new(o.edges.max(1)),
             horizon: o.edit_horizon_micros,
+            sole_writer: o.sole_writer,
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Forgets the parent histories of `ids` after an edit rewrote them.
+    pub fn forget_parents(&self, ids: &[u64]) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for id in ids {
+            self.parents.remove(id);
         }
     }
 
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.children.clear();
         self.parents.clear();
         self.cross_edges.clear();

@@ -160,6 +160,19 @@ fn simulated_crash() -> GraphError {
     })
 }
 
+/// Nodes whose parent pointer a plan rewrites.
+fn moved_nodes(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
+    rows.iter()
+        .filter(|(_, mutations)| {
+            mutations.iter().any(|m| {
+                matches!(&m.mutation, Some(cg_bigtable::proto::v2::mutation::Mutation::SetCell(c))
+                    if c.column_qualifier == schema::PARENT)
+            })
+        })
+        .filter_map(|(key, _)| cg_ids::parse_row_key(key).ok())
+        .collect()
+}
+
 /// Layer-2 nodes a plan creates: the rows that get a children cell.
 fn created_l2(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
     let mut out = Vec::new();
@@ -850,6 +863,7 @@ impl ChunkedGraph {
     }
 
     fn clear_cache_parents(&self) {
+        self.cache().forget_parents(&[]);
         self.cache().parents.clear();
     }
 
@@ -1147,10 +1161,14 @@ impl ChunkedGraph {
         let summary_rows = rows.len();
         if let Some(n) = opts.crash_after_rows {
             rows.truncate(n);
+            let moved = moved_nodes(&rows);
             self.client().mutate_rows(self.table(), rows).await?;
+            self.cache().forget_parents(&moved);
             return Err(simulated_crash());
         }
+        let moved = moved_nodes(&rows);
         self.client().mutate_rows(self.table(), rows).await?;
+        self.cache().forget_parents(&moved);
         // Status and unlocks together: replaying a fully applied plan (if we die in between
         // and recovery finds it pending) rewrites identical cells.
         let done = self.client().mutate_row(

@@ -101,6 +101,7 @@ impl ChunkedGraph {
         ids: &[u64],
     ) -> Result<HashMap<u64, Arc<ParentHistory>>> {
         let read_at = now();
+        let epoch = self.cache().epoch.load(std::sync::atomic::Ordering::SeqCst);
         let rows = self
             .read_nodes(ids, filter::column(schema::VERSIONED, schema::PARENT))
             .await?;
@@ -123,7 +124,9 @@ impl ChunkedGraph {
                 })
             });
         }
-        for (&id, h) in &out {
+        // An edit finished during the read may have evicted what we hold: don't cache it.
+        let unchanged = self.cache().epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch;
+        for (&id, h) in out.iter().filter(|_| unchanged) {
             self.cache().parents.insert(id, h.clone());
         }
         Ok(out)
@@ -143,7 +146,7 @@ impl ChunkedGraph {
         for &id in ids {
             match self.cache().parents.get(&id).filter(|_| use_cache) {
                 Some(h) => {
-                    if t > h.read_at - horizon {
+                    if t > h.read_at - horizon && !self.cache().sole_writer {
                         tentative.insert(id);
                     }
                     out.insert(id, h.at(t));
@@ -645,6 +648,35 @@ impl ChunkedGraph {
         self.check_ids(ids)?;
         let gone = self.superseded(ids, self.at(at)).await?;
         Ok(ids.iter().map(|id| !gone.contains(id)).collect())
+    }
+
+    /// When each node was replaced by an edit stamped at or before `at` (µs; `None`: now):
+    /// the time of the first such edit, for the nodes that were replaced.
+    pub async fn replaced_times(&self, ids: &[u64], at: Option<i64>) -> Result<HashMap<u64, i64>> {
+        self.check_ids(ids)?;
+        let t = self.at(at);
+        let rows = self
+            .read_nodes(
+                ids,
+                filter::chain([
+                    filter::column(schema::VERSIONED, schema::NEW_PARENTS),
+                    filter::timestamp_range(0, t.saturating_add(1)),
+                    filter::strip_value(),
+                ]),
+            )
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id = parse_row_key(&row.key)?;
+            // A node is replaced once; more versions would come from a replaced edit being
+            // undone and redone, and the first is when it stopped being current.
+            if let Some(col) = row.column(schema::VERSIONED, schema::NEW_PARENTS) {
+                if let Some(first) = col.cells.iter().map(|c| c.timestamp_micros).min() {
+                    out.insert(id, first);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// When each node was created (µs). Unknown nodes are an error.

@@ -9,7 +9,7 @@ use cg_graph::edit::{EditOptions, EditResult, Point};
 use cg_graph::events::EditEvent;
 use cg_graph::ingest::{ingest, IngestOptions};
 use cg_graph::query::RootQuery;
-use cg_graph::GraphError;
+use cg_graph::{CacheOptions, ChunkedGraph, GraphError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -43,13 +43,13 @@ enum Kind {
 
 /// Picks and runs one random edit. `Ok(None)`: nothing suitable was found.
 async fn random_edit(
+    g: &ChunkedGraph,
     f: &Fixture,
     model: &Model,
     rng: &mut StdRng,
     ops: &[u64],
     opts: &EditOptions,
 ) -> Result<Option<EditResult>, GraphError> {
-    let g = &f.graph;
     let sv = &f.synth.supervoxels;
     let n = f.ids.len();
     let comp = components(model, n);
@@ -122,7 +122,9 @@ async fn random_edit(
     }
 }
 
-async fn run(seed: u64, steps: usize) {
+/// `sole_writer`: the graph is opened as the only writer of its table, so cached parent
+/// pointers are trusted and only this process's edits evict them.
+async fn run(seed: u64, steps: usize, sole_writer: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = fixture(client(dir.path()).await, "m", params(seed, [3, 3, 2], 24)).await;
     ingest(
@@ -133,7 +135,17 @@ async fn run(seed: u64, steps: usize) {
     )
     .await
     .expect("ingest");
-    let g = &f.graph;
+    let graph = ChunkedGraph::open_with(
+        f.graph.client().clone(),
+        f.graph.table(),
+        CacheOptions {
+            sole_writer,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("open");
+    let g = &graph;
     let mut events = g.subscribe();
     let mut model = Model::new(&f);
     model.check(g, &f.ids).await;
@@ -145,7 +157,7 @@ async fn run(seed: u64, steps: usize) {
     let mut ops: Vec<u64> = Vec::new();
     let (mut applied, mut refused) = (0, 0);
     for step in 0..steps {
-        match random_edit(&f, &model, &mut rng, &ops, &opts).await {
+        match random_edit(g, &f, &model, &mut rng, &ops, &opts).await {
             Ok(None) => continue,
             Ok(Some(r)) => {
                 applied += 1;
@@ -219,10 +231,15 @@ async fn run(seed: u64, steps: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_edits_match_the_model_now_and_in_the_past() {
-    run(11, 60).await;
+    run(11, 60, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_edits_match_the_model_another_seed() {
-    run(12, 60).await;
+    run(12, 60, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_edits_match_the_model_as_sole_writer() {
+    run(13, 60, true).await;
 }
