@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The client (and messages) generated from `proto/chunkedgraph.proto` by `build.rs`, for
+/// calling `chunkedgraph serve`'s gRPC API.
+pub mod grpc_api {
+    tonic::include_proto!("chunkedgraph.v1");
+}
+
 /// Where Debian's `google-cloud-cli-bigtable-emulator` puts Google's emulator.
 const CBT_PATHS: &[&str] = &[
     "/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator",
@@ -157,6 +163,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 pub struct ServeProcess {
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The gRPC API, `http://127.0.0.1:PORT`; `None` when the server runs without it.
+    pub grpc: Option<String>,
     child: Child,
 }
 
@@ -165,6 +173,8 @@ impl ServeProcess {
     /// `BIGTABLE_EMULATOR_HOST`) on a free port.
     pub fn start(args: &[&str], envs: &[(&str, String)]) -> ServeProcess {
         let mut cmd = Command::new(chunkedgraph_bin());
+        // gRPC on an ephemeral port too (the default with `--listen` port 0), so that
+        // several servers can run at once.
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
@@ -174,16 +184,30 @@ impl ServeProcess {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("starting chunkedgraph serve");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
+        out.read_line(&mut line)
             .expect("reading the server's first line");
         let base = line
             .trim()
             .strip_prefix("chunkedgraph serving on ")
             .unwrap_or_else(|| panic!("unexpected first line from chunkedgraph serve: {line:?}"))
             .to_string();
-        ServeProcess { base, child }
+        // The second line: `chunkedgraph gRPC on ADDR` or `chunkedgraph gRPC off`.
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("reading the server's second line");
+        let grpc = match line.trim() {
+            "chunkedgraph gRPC off" => None,
+            l => Some(format!(
+                "http://{}",
+                l.strip_prefix("chunkedgraph gRPC on ")
+                    .unwrap_or_else(|| panic!(
+                        "unexpected second line from chunkedgraph serve: {line:?}"
+                    ))
+            )),
+        };
+        ServeProcess { base, grpc, child }
     }
 
     /// The URL of a route under `/segmentation/api/v1/table/{table}`.
@@ -193,6 +217,10 @@ impl ServeProcess {
 
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: whatever the server was doing stops mid-way.

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_edit;
 mod bench_graph;
+mod grpc;
 mod ingest_cmd;
 mod server;
 mod storage;

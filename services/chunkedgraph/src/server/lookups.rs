@@ -7,7 +7,7 @@ use axum::response::Response;
 use cg_bigtable::{filter, mutation, ReadRows};
 use cg_graph::query::RootQuery;
 use cg_graph::{schema, ChunkedGraph};
-use cg_ids::{layer_of, parse_row_key, row_key};
+use cg_ids::{layer_of, parse_row_key};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Map, Value};
 
@@ -243,39 +243,6 @@ pub async fn is_latest_roots(
     Ok(json(&json!({ "is_latest": latest })))
 }
 
-/// When each node was replaced by an edit at or before `t` (µs), for those that were.
-async fn replaced_at(g: &ChunkedGraph, ids: &[u64], t: i64) -> ApiResult<HashMap<u64, i64>> {
-    let mut keys: Vec<u64> = ids.to_vec();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut out = HashMap::new();
-    for batch in keys.chunks(2000) {
-        let rows = g
-            .client()
-            .read_rows_vec(
-                g.table(),
-                ReadRows::new()
-                    .keys(batch.iter().map(|&id| row_key(id).to_vec()))
-                    .filter(filter::chain([
-                        filter::column(schema::VERSIONED, schema::NEW_PARENTS),
-                        filter::timestamp_range(0, t.saturating_add(1)),
-                        filter::strip_value(),
-                    ])),
-            )
-            .await
-            .map_err(cg_graph::GraphError::from)?;
-        for row in rows {
-            let id = parse_row_key(&row.key).map_err(cg_graph::GraphError::from)?;
-            if let Some(col) = row.column(schema::VERSIONED, schema::NEW_PARENTS) {
-                if let Some(first) = col.cells.iter().map(|c| c.timestamp_micros).min() {
-                    out.insert(id, first);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// `{"timestamp": [seconds]}`: each node's creation time, or with `latest` the last moment
 /// it was current (the query time for nodes still current, else when an edit replaced it).
 pub async fn root_timestamps(
@@ -297,7 +264,7 @@ pub async fn root_timestamps(
             .filter(|(_, &c)| !c)
             .map(|(&id, _)| id)
             .collect();
-        let when = replaced_at(&g, &gone, t).await?;
+        let when = g.replaced_times(&gone, Some(t)).await?;
         ids.iter()
             .zip(&current)
             .map(|(id, &c)| {

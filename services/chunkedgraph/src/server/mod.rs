@@ -14,6 +14,8 @@ mod lookups;
 mod versions;
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +43,33 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
+    /// Address of the gRPC API (`proto/chunkedgraph.proto`), or `off`. Default: the host of
+    /// `--listen`, port + 1 (127.0.0.1:8001; an ephemeral port when `--listen` has port 0).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<String>,
+}
+
+impl ServeArgs {
+    /// Where to serve gRPC; `None` when it is off.
+    fn grpc_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.grpc_listen.as_deref() {
+            Some("off") => Ok(None),
+            Some(a) => a
+                .parse()
+                .map(Some)
+                .with_context(|| format!("--grpc-listen {a:?} is neither HOST:PORT nor \"off\"")),
+            None => {
+                let mut addr = self.listen;
+                if addr.port() != 0 {
+                    let port = addr.port().checked_add(1).context(
+                        "--listen uses port 65535, so gRPC has no port + 1: pass --grpc-listen",
+                    )?;
+                    addr.set_port(port);
+                }
+                Ok(Some(addr))
+            }
+        }
+    }
 }
 
 /// What every handler shares: the storage client and the graphs opened so far.
@@ -270,13 +299,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let grpc_listener = match args.grpc_addr()? {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a} for gRPC"))?,
+        ),
+        None => None,
+    };
     // Scripts and tests wait for this line.
     println!("chunkedgraph serving on http://{addr}");
+    // Always a second line, so a reader waiting for it never hangs. Not println!: readers
+    // that only wanted the first line may have closed the pipe, and a failed write must not
+    // take the server down.
+    let grpc_line = match &grpc_listener {
+        Some(l) => format!("chunkedgraph gRPC on {}", l.local_addr()?),
+        None => "chunkedgraph gRPC off".to_string(),
+    };
+    let _ = writeln!(std::io::stdout(), "{grpc_line}");
     tracing::info!("serving graphs from {backend}");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // One signal stops both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let http = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(crate::grpc::stopped(stopped.clone()))
+        .into_future();
+    let grpc = async {
+        match grpc_listener {
+            Some(l) => crate::grpc::serve(l, state, stopped).await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(async { http.await.context("serving HTTP") }, async {
+        grpc.await.context("serving gRPC")
+    })?;
     Ok(())
 }
 
