@@ -109,6 +109,64 @@ impl SyntheticGraph {
     }
 
     /// Volume size in voxels.
+    /// A dense supervoxel segmentation of one chunk, consistent with the graph: every voxel
+    /// gets the ID of the supervoxel whose position is nearest along the voxel grid (a
+    /// multi-source breadth-first fill from the supervoxel positions, inside the chunk), 0
+    /// for a chunk without supervoxels. Voxels are in x-fastest order (x, then y, then z),
+    /// as in Neuroglancer's precomputed chunks.
+    pub fn segmentation_of_chunk(
+        &self,
+        geometry: &cg_ids::Geometry,
+        chunk: [u32; 3],
+    ) -> Result<Vec<u64>, cg_ids::IdError> {
+        let cs = self.params.chunk_size;
+        let (sx, sy, sz) = (cs[0] as usize, cs[1] as usize, cs[2] as usize);
+        let mut labels = vec![0u64; sx * sy * sz];
+        let mut queue = std::collections::VecDeque::new();
+        let chunk_id = geometry.chunk_id(1, chunk)?;
+        for sv in self.supervoxels.iter().filter(|s| s.chunk == chunk) {
+            let local = [
+                (sv.position[0] - chunk[0] * cs[0]) as usize,
+                (sv.position[1] - chunk[1] * cs[1]) as usize,
+                (sv.position[2] - chunk[2] * cs[2]) as usize,
+            ];
+            let i = local[0] + sx * (local[1] + sy * local[2]);
+            if labels[i] == 0 {
+                labels[i] = geometry.node_id(chunk_id, sv.segment)?;
+                queue.push_back(i);
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            let (x, y, z) = (i % sx, (i / sx) % sy, i / (sx * sy));
+            let l = labels[i];
+            let mut visit = |j: usize| {
+                if labels[j] == 0 {
+                    labels[j] = l;
+                    queue.push_back(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < sx {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - sx);
+            }
+            if y + 1 < sy {
+                visit(i + sx);
+            }
+            if z > 0 {
+                visit(i - sx * sy);
+            }
+            if z + 1 < sz {
+                visit(i + sx * sy);
+            }
+        }
+        Ok(labels)
+    }
+
     pub fn volume_size(&self) -> [u32; 3] {
         let p = &self.params;
         [
@@ -268,6 +326,37 @@ mod tests {
             contact_rate: 0.05,
             false_merge_rate: 0.1,
         }
+    }
+
+    #[test]
+    fn segmentation_of_a_chunk_holds_its_supervoxels_and_only_them() {
+        let g = generate(&small());
+        let geometry = g.geometry().expect("geometry");
+        let ids = g.supervoxel_ids(&geometry).expect("ids");
+        let chunk = g.supervoxels[0].chunk;
+        let labels = g.segmentation_of_chunk(&geometry, chunk).expect("labels");
+        let cs = g.params.chunk_size;
+        assert_eq!(labels.len(), (cs[0] * cs[1] * cs[2]) as usize);
+        let here: std::collections::HashSet<u64> = g
+            .supervoxels
+            .iter()
+            .zip(&ids)
+            .filter(|(s, _)| s.chunk == chunk)
+            .map(|(_, &id)| id)
+            .collect();
+        assert!(
+            labels.iter().all(|l| here.contains(l)),
+            "a voxel outside the chunk's supervoxels"
+        );
+        // Each supervoxel owns the voxel at its position (unless another one sits there).
+        let sv = &g.supervoxels[0];
+        let local = [
+            sv.position[0] - chunk[0] * cs[0],
+            sv.position[1] - chunk[1] * cs[1],
+            sv.position[2] - chunk[2] * cs[2],
+        ];
+        let i = (local[0] + cs[0] * (local[1] + cs[1] * local[2])) as usize;
+        assert_eq!(labels[i], ids[0]);
     }
 
     #[test]
