@@ -5,13 +5,13 @@
 //! not read the segmentation yet, so `id` must be the supervoxel (Neuroglancer sends it).
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use cg_graph::edit::{EditOptions, EditResult, Point};
 use cg_ids::{layer_of, Geometry};
 use serde_json::{json, Value};
 
-use super::body::{id_value, json, number_value, user_of, IdFormat, Params, RawBody};
+use super::auth::EditUser;
+use super::body::{id_value, json, number_value, IdFormat, Params, RawBody};
 use super::error::{ApiError, ApiResult};
 use super::Shared;
 
@@ -66,12 +66,11 @@ fn edit_answer(r: &EditResult, fmt: IdFormat) -> Response {
 pub async fn merge(
     State(st): State<Shared>,
     Path(table): Path<String>,
-    headers: HeaderMap,
+    EditUser(user): EditUser,
     p: Params,
     body: RawBody,
 ) -> ApiResult<Response> {
     let fmt = p.ids()?;
-    let user = user_of(&headers, &p);
     let chunks = p
         .int::<u32>("chebyshev_distance")?
         .unwrap_or(DEFAULT_CHEBYSHEV_CHUNKS);
@@ -101,12 +100,11 @@ pub async fn merge(
 pub async fn split(
     State(st): State<Shared>,
     Path(table): Path<String>,
-    headers: HeaderMap,
+    EditUser(user): EditUser,
     p: Params,
     body: RawBody,
 ) -> ApiResult<Response> {
     let fmt = p.ids()?;
-    let user = user_of(&headers, &p);
     let mincut = p.bool("mincut", true)?;
     let v = body.json()?;
     let g = st.graph(&table).await?;
@@ -175,12 +173,11 @@ fn operation_id(body: &RawBody) -> ApiResult<u64> {
 pub async fn undo(
     State(st): State<Shared>,
     Path(table): Path<String>,
-    headers: HeaderMap,
+    EditUser(user): EditUser,
     p: Params,
     body: RawBody,
 ) -> ApiResult<Response> {
     let fmt = p.ids()?;
-    let user = user_of(&headers, &p);
     let op = operation_id(&body)?;
     let g = st.graph(&table).await?;
     let r = g.undo(&user, op, &EditOptions::default()).await?;
@@ -191,12 +188,11 @@ pub async fn undo(
 pub async fn redo(
     State(st): State<Shared>,
     Path(table): Path<String>,
-    headers: HeaderMap,
+    EditUser(user): EditUser,
     p: Params,
     body: RawBody,
 ) -> ApiResult<Response> {
     let fmt = p.ids()?;
-    let user = user_of(&headers, &p);
     let op = operation_id(&body)?;
     let g = st.graph(&table).await?;
     let r = g.redo(&user, op, &EditOptions::default()).await?;
