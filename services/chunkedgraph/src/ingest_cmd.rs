@@ -54,7 +54,8 @@ pub struct IngestArgs {
     /// Voxel size in nm, `x,y,z`.
     #[arg(long, value_parser = parse_f64s)]
     resolution: Option<Triple<f64>>,
-    /// Where the supervoxel volume and meshes live, recorded in the graph's metadata.
+    /// Where the supervoxel volume and meshes live, recorded in the graph's metadata. With
+    /// --synthetic, the synthetic graph's supervoxel volume is written there (local path).
     #[arg(long)]
     segmentation_dir: Option<String>,
     /// Chunk tasks in flight at once.
@@ -178,13 +179,19 @@ fn read_labels(path: &Path) -> anyhow::Result<HashMap<u64, u64>> {
 }
 
 /// The geometry and input the arguments describe.
-fn load(args: &IngestArgs) -> anyhow::Result<(Geometry, MemorySource)> {
+type Loaded = (
+    Geometry,
+    MemorySource,
+    Option<cg_graph::synthetic::SyntheticGraph>,
+);
+
+fn load(args: &IngestArgs) -> anyhow::Result<Loaded> {
     if let Some(n) = args.synthetic {
         let params = cg_graph::synthetic::Params::with_supervoxels(args.seed, n);
         let g = cg_graph::synthetic::generate(&params);
         let geometry = g.geometry()?;
         let source = MemorySource::from_synthetic(&g, &geometry)?;
-        return Ok((geometry, source));
+        return Ok((geometry, source, Some(g)));
     }
     let Some(edges_path) = &args.edges else {
         bail!("nothing to ingest: give --edges FILE (with --volume-size and --chunk-size) or --synthetic N");
@@ -207,12 +214,12 @@ fn load(args: &IngestArgs) -> anyhow::Result<(Geometry, MemorySource)> {
     };
     let svs: Vec<u64> = svs.into_iter().collect();
     let source = MemorySource::new(&geometry, &svs, &edges, &agglomeration)?;
-    Ok((geometry, source))
+    Ok((geometry, source, None))
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (geometry, source) = load(&args)?;
+    let (geometry, source, synthetic) = load(&args)?;
     eprintln!(
         "input: {} supervoxels, {} edges, {} layers, chunk grid {:?}",
         source.supervoxels,
@@ -220,12 +227,34 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         geometry.n_layers,
         geometry.grid(2)
     );
+    let mut data_dir = args.segmentation_dir.clone();
+    // A synthetic graph gets a supervoxel volume to match, written where the data dir says.
+    if let (Some(g), Some(dir)) = (&synthetic, &args.segmentation_dir) {
+        let local = dir.strip_prefix("file://").unwrap_or(dir);
+        if local.contains("://") {
+            bail!(
+                "--segmentation-dir {dir}: a synthetic segmentation is written to local files only"
+            );
+        }
+        let t = Instant::now();
+        let url = crate::synthetic_seg::write(g, &geometry, std::path::Path::new(local), |d, n| {
+            if d == n || d % 64 == 0 {
+                eprintln!("segmentation: {d}/{n} chunks");
+            }
+        })
+        .await?;
+        eprintln!(
+            "segmentation written to {url} in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        data_dir = Some(url);
+    }
     let (client, backend) = args.storage.connect().await?;
     let mut meta = Meta {
         format: schema::FORMAT,
         geometry,
         ingest_timestamp_micros: cg_bigtable::mutation::now_micros(),
-        data_dir: args.segmentation_dir.clone(),
+        data_dir,
         description: String::new(),
     };
     if args.synthetic.is_some() {

@@ -7,6 +7,7 @@ mod grpc;
 mod ingest_cmd;
 mod server;
 mod storage;
+mod synthetic_seg;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.
 #[global_allocator]

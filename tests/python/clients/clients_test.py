@@ -59,7 +59,7 @@ def main():
     with tempfile.TemporaryDirectory() as data:
         ingest = subprocess.run(
             [BIN, "ingest", "--table", TABLE, "--synthetic", "3000", "--seed", "3",
-             "--data-dir", data],
+             "--data-dir", data, "--segmentation-dir", os.path.join(data, "segmentation")],
             env=env, capture_output=True, text=True,
         )
         if ingest.returncode != 0:
@@ -125,6 +125,27 @@ def run_checks(base):
         l2 = cg.get_roots(svs, stop_layer=2)
         assert all(cv.meta.decode_layer_id(x) == 2 for x in l2)
         state["roots"] = roots
+
+    @check("cloud-volume downloads supervoxels and roots from the served data_dir")
+    def _():
+        assert cv.meta.info["data_dir"].startswith(base), cv.meta.info["data_dir"]
+        box = Bbox((0, 0, 0), (96, 96, 80))  # crosses chunk faces on every axis
+        svs = np.asarray(cv.download(box, agglomerate=False))[..., 0]
+        roots = np.asarray(cv.download(box, agglomerate=True))[..., 0]
+        assert svs.shape == roots.shape == (96, 96, 80)
+        assert (svs != 0).all(), "the synthetic segmentation is dense"
+        distinct = np.unique(svs)
+        assert len(distinct) > 50
+        expected = {int(s): cg.get_root_id(int(s)) for s in distinct[:: max(1, len(distinct) // 40)]}
+        for sv, root in expected.items():
+            assert (roots[svs == sv] == root).all(), f"voxels of {sv} are not labelled {root}"
+        by_batch = dict(zip(distinct.tolist(), cg.get_roots(distinct).tolist()))
+        mapped = np.vectorize(lambda s: by_batch[int(s)], otypes=[np.uint64])(svs)
+        assert (mapped == roots).all(), "agglomerate=True differs from the server's roots"
+        # The files themselves: a ranged read is a 206 with just those bytes.
+        url = cv.meta.info["data_dir"] + "/info"
+        part = requests.get(url, headers={"Range": "bytes=0-9"})
+        assert part.status_code == 206 and len(part.content) == 10, part.status_code
 
     @check("leaves of each root hold exactly its supervoxels in the chunk")
     def _():

@@ -61,6 +61,12 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    // The rest of an oversized body is never read, so the connection cannot carry another
+    // request: say so, or a pooling client sends its next request into a dead connection.
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod body;
+mod data;
 mod edits;
 mod error;
 mod graphs;
@@ -140,7 +141,11 @@ impl AppState {
         if let Some(g) = self.cached(table) {
             return Ok(g);
         }
-        let g = ChunkedGraph::open(self.client.clone(), table).await?;
+        let cache = cg_graph::CacheOptions {
+            sole_writer: self.sole_owner,
+            ..Default::default()
+        };
+        let g = ChunkedGraph::open_with(self.client.clone(), table, cache).await?;
         // Edits a crash cut off are finished before anyone reads the table. A failure here
         // does not block reads: the next edit on an affected root finishes it too.
         let recover = EditOptions {
@@ -186,6 +191,7 @@ fn routes() -> Router<Shared> {
         .route("/segmentation/api/versions", get(versions::api_versions))
         .route("/segmentation/api/version", get(versions::version))
         .route("/segmentation/table/{table}/info", get(versions::info))
+        .route("/segmentation/table/{table}/data/{*path}", get(data::file))
         // Lookups.
         .route(&v1("/node/{node}/root"), get(lookups::root))
         .route(&v1("/roots"), post(lookups::roots))

@@ -6,7 +6,7 @@ use cg_ids::{Geometry, LAYER_BITS};
 use serde_json::{json, Map, Value};
 
 use super::body::json;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::Shared;
 
 /// API versions served: 0 is the legacy API (cloud-volume's "1.0"), 1 is `api/v1`.
@@ -81,7 +81,29 @@ pub fn info_json(g: &Geometry, data_dir: Option<&str>) -> Value {
     })
 }
 
-pub async fn info(State(st): State<Shared>, Path(table): Path<String>) -> ApiResult<Response> {
+pub async fn info(
+    State(st): State<Shared>,
+    Path(table): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let g = st.graph(&table).await?;
-    Ok(json(&info_json(g.geometry(), g.meta().data_dir.as_deref())))
+    let data_dir = super::data::public_data_dir(g.meta().data_dir.as_deref(), &table, &headers);
+    let mut info = info_json(g.geometry(), Some(&data_dir));
+    // The watershed volume's own scales (encoding, block size, sharding) when we hold it:
+    // clients read its chunks with them.
+    if let Some(dir) = super::data::local_dir(g.meta().data_dir.as_deref()) {
+        let path = std::path::Path::new(dir).join("info");
+        if let Ok(bytes) = tokio::fs::read(&path).await {
+            let ws: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{} is not valid JSON: {e}", path.display()),
+                )
+            })?;
+            if let Some(scales) = ws.get("scales") {
+                info["scales"] = scales.clone();
+            }
+        }
+    }
+    Ok(json(&info))
 }
