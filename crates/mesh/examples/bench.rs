@@ -1,0 +1,675 @@
+//! Meshing benchmark on a real segmentation, against zmesh on the same volume.
+//!
+//! ```sh
+//! cargo run --release -p cg-mesh --example bench -- [--volume PATH] [--resolution 10,10,10]
+//!     [--reduction 100] [--max-error 40] [--zmesh-max-error NM] [--chunk 128] [--runs 3]
+//!     [--no-zmesh]
+//! ```
+//!
+//! Default volume: `shared/data/neuroproof-sample2-gt.npy` in or beside the checkout (250³
+//! uint32, (z, y, x), ~10 nm isotropic). Measures
+//! our whole-volume meshing (MV/s), simplification of every label, triangles before and
+//! after, the error meshoptimizer reports, and an error measured the same way for both
+//! meshers: vertex-to-surface distances between the unsimplified surface and the simplified
+//! one, both ways. Then the chunked pipeline (blocks with a 1-voxel overlap, faces locked)
+//! and the encoded sizes. zmesh runs through `tests/python/zmesh_bench.py` in `.venv-mesh`
+//! with the same reduction factor and maximum error. Single-threaded on both sides (zmesh has
+//! no threads); our simplification is timed again on all cores.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use cg_mesh::draco::{self, GridQuantization};
+use cg_mesh::{legacy, mesh_labels, simplify, simplify_many, BlockGeometry, Mesh, SimplifyParams};
+
+struct Args {
+    volume: PathBuf,
+    resolution: [f64; 3],
+    reduction: f32,
+    max_error: f32,
+    chunk: usize,
+    runs: usize,
+    zmesh: bool,
+    zmesh_max_error: f32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut args = Args {
+        volume: root.join("shared/data/neuroproof-sample2-gt.npy"),
+        resolution: [10.0; 3],
+        reduction: 100.0,
+        max_error: 40.0,
+        chunk: 128,
+        runs: 3,
+        zmesh: true,
+        zmesh_max_error: f32::NAN,
+    };
+    if !args.volume.exists() {
+        // shared/ may sit beside the checkout rather than inside it.
+        args.volume = root.join("../shared/data/neuroproof-sample2-gt.npy");
+    }
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--volume" => args.volume = PathBuf::from(value()?),
+            "--resolution" => {
+                let v = value()?;
+                let parts: Vec<f64> = v
+                    .split(',')
+                    .map(|p| p.parse().map_err(|e| format!("{v}: {e}")))
+                    .collect::<Result<_, _>>()?;
+                args.resolution = parts
+                    .try_into()
+                    .map_err(|_| "--resolution wants x,y,z".to_string())?;
+            }
+            "--reduction" => args.reduction = number(value()?)? as f32,
+            "--max-error" => args.max_error = number(value()?)? as f32,
+            "--chunk" => args.chunk = number(value()?)? as usize,
+            "--runs" => args.runs = (number(value()?)? as usize).max(1),
+            "--no-zmesh" => args.zmesh = false,
+            "--zmesh-max-error" => args.zmesh_max_error = number(value()?)? as f32,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.zmesh_max_error.is_nan() {
+        args.zmesh_max_error = args.max_error;
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let array = match cg_volume::npy::read_as::<u32>(&args.volume) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "bench: cannot read {} as a uint32 volume: {e}",
+                args.volume.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    let Ok(shape) = <[usize; 3]>::try_from(array.shape()) else {
+        eprintln!(
+            "bench: expected a 3-d volume, got shape {:?}",
+            array.shape()
+        );
+        std::process::exit(1);
+    };
+    let labels = array.into_data();
+    let voxels = labels.len() as f64;
+    println!(
+        "volume {} {:?} (z, y, x), resolution {:?} nm, reduction {}x, max error {} nm",
+        args.volume.display(),
+        shape,
+        args.resolution,
+        args.reduction,
+        args.max_error
+    );
+
+    // --- Ours, whole volume as one block.
+    let geo = BlockGeometry::new([0; 3], args.resolution);
+    let mut mesh_times = Vec::new();
+    let mut meshes = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        meshes = mesh_labels(&labels, shape, &geo).expect("volume shape matches");
+        mesh_times.push(t.elapsed().as_secs_f64());
+    }
+    mesh_times.sort_by(f64::total_cmp);
+    let t_mesh = mesh_times[0];
+    let full: BTreeMap<u64, Mesh> = meshes.into_iter().map(|m| (m.label, m.mesh)).collect();
+    let tri_full: usize = full.values().map(|m| m.triangles.len()).sum();
+    let open_or_bad = full
+        .values()
+        .filter(|m| m.topology().non_manifold_edges + m.topology().misoriented_edges > 0)
+        .count();
+
+    let params = SimplifyParams {
+        reduction: args.reduction,
+        max_error_nm: args.max_error,
+        locked_planes: None,
+        keep_components: true,
+    };
+    let t = Instant::now();
+    let simplified: BTreeMap<u64, (Mesh, f32)> = full
+        .iter()
+        .map(|(&l, m)| {
+            let s = simplify(m, &params);
+            (l, (s.mesh, s.error_nm))
+        })
+        .collect();
+    let t_simplify = t.elapsed().as_secs_f64();
+    let tri_simplified: usize = simplified.values().map(|(m, _)| m.triangles.len()).sum();
+    let reported_error = simplified.values().map(|(_, e)| *e).fold(0f32, f32::max);
+    let ours_error = measure_errors(
+        &full,
+        simplified.iter().map(|(&l, (m, _))| (l, m)),
+        args.max_error as f64,
+    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let refs: Vec<&Mesh> = full.values().collect();
+    let t = Instant::now();
+    let parallel = simplify_many(&refs, &params, threads);
+    let t_parallel = t.elapsed().as_secs_f64();
+    assert_eq!(
+        parallel
+            .iter()
+            .map(|s| s.mesh.triangles.len())
+            .sum::<usize>(),
+        tri_simplified
+    );
+
+    println!("\nours (cg-mesh), whole volume, 1 thread:");
+    println!(
+        "  marching cubes   {:.3} s  {:.1} MV/s  ({} labels, {} triangles, {} with non-manifold or misoriented edges)",
+        t_mesh,
+        voxels / t_mesh / 1e6,
+        full.len(),
+        tri_full,
+        open_or_bad
+    );
+    println!(
+        "  simplification   {:.3} s  -> {} triangles ({:.1}x fewer)",
+        t_simplify,
+        tri_simplified,
+        tri_full as f64 / tri_simplified.max(1) as f64
+    );
+    println!(
+        "  mesh + simplify  {:.3} s  {:.2} MV/s",
+        t_mesh + t_simplify,
+        voxels / (t_mesh + t_simplify) / 1e6
+    );
+    println!(
+        "  on {threads} threads: simplification {:.3} s, mesh + simplify {:.3} s  {:.2} MV/s",
+        t_parallel,
+        t_mesh + t_parallel,
+        voxels / (t_mesh + t_parallel) / 1e6
+    );
+    println!("  meshoptimizer's error estimate: max {reported_error:.1} nm");
+    println!("  measured error: {ours_error}");
+
+    // --- Ours, chunked as in production: blocks with a 1-voxel overlap, faces locked.
+    chunked(&labels, shape, &args, &full);
+
+    // --- zmesh on the same volume.
+    if args.zmesh {
+        match run_zmesh(&args) {
+            Ok((report, zmeshes)) => {
+                let z_error = measure_errors(
+                    &full,
+                    zmeshes.iter().map(|(&l, m)| (l, m)),
+                    args.zmesh_max_error as f64,
+                );
+                let get = |k: &str| report.get(k).copied().unwrap_or(f64::NAN);
+                let (zm, zs) = (get("mesh_s"), get("simplify_s"));
+                println!(
+                    "\nzmesh (same volume, reduction {}x, max_error {} nm):",
+                    args.reduction, args.zmesh_max_error
+                );
+                println!(
+                    "  marching cubes   {:.3} s  {:.1} MV/s  ({} triangles unsimplified)",
+                    zm,
+                    voxels / zm / 1e6,
+                    get("triangles_full")
+                );
+                println!(
+                    "  simplification   {:.3} s  -> {} triangles",
+                    zs,
+                    get("triangles_simplified")
+                );
+                println!(
+                    "  mesh + simplify  {:.3} s  {:.2} MV/s",
+                    zm + zs,
+                    voxels / (zm + zs) / 1e6
+                );
+                println!("  measured error: {z_error}");
+                println!(
+                    "\nours vs zmesh: {:.1}x the throughput on 1 thread ({:.1}x on {threads}), {:.2}x the triangles, max error {:.1} vs {:.1} nm, mean {:.2} vs {:.2} nm (original -> simplified)",
+                    (zm + zs) / (t_mesh + t_simplify),
+                    (zm + zs) / (t_mesh + t_parallel),
+                    tri_simplified as f64 / get("triangles_simplified"),
+                    ours_error.to_simplified_max,
+                    z_error.to_simplified_max,
+                    ours_error.to_simplified_mean,
+                    z_error.to_simplified_mean
+                );
+            }
+            Err(e) => println!("\nzmesh: not run: {e}"),
+        }
+    }
+}
+
+fn chunked(labels: &[u32], shape: [usize; 3], args: &Args, full: &BTreeMap<u64, Mesh>) {
+    let [nz, ny, nx] = shape;
+    let c = args.chunk.max(2);
+    let bin = (args
+        .resolution
+        .iter()
+        .cloned()
+        .fold(f64::INFINITY, f64::min)
+        / 2f64.sqrt())
+    .floor()
+    .max(1.0) as u32;
+    let (mut t_mesh, mut t_simplify, mut t_encode) = (0.0, 0.0, 0.0);
+    let (mut tris, mut tris_s, mut fragments, mut drc_bytes, mut legacy_bytes) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut stitched_parts: BTreeMap<u64, Vec<Mesh>> = BTreeMap::new();
+    let mut block = Vec::new();
+    for z0 in (0..nz - 1).step_by(c) {
+        for y0 in (0..ny - 1).step_by(c) {
+            for x0 in (0..nx - 1).step_by(c) {
+                let (z1, y1, x1) = (
+                    (z0 + c + 1).min(nz),
+                    (y0 + c + 1).min(ny),
+                    (x0 + c + 1).min(nx),
+                );
+                block.clear();
+                for z in z0..z1 {
+                    for y in y0..y1 {
+                        let row = (z * ny + y) * nx;
+                        block.extend_from_slice(&labels[row + x0..row + x1]);
+                    }
+                }
+                let bshape = [z1 - z0, y1 - y0, x1 - x0];
+                let geo = BlockGeometry::new([x0 as i64, y0 as i64, z0 as i64], args.resolution);
+                let t = Instant::now();
+                let meshes = mesh_labels(&block, bshape, &geo).expect("block shape matches");
+                t_mesh += t.elapsed().as_secs_f64();
+                let planes = geo.face_planes_nm(bshape);
+                let params = SimplifyParams {
+                    reduction: args.reduction,
+                    max_error_nm: args.max_error,
+                    locked_planes: Some(planes),
+                    keep_components: true,
+                };
+                let Ok(q) = GridQuantization::for_chunk(
+                    planes.map(|p| p[0] as f64),
+                    planes.map(|p| p[1] as f64),
+                    bin,
+                ) else {
+                    continue;
+                };
+                for lm in meshes {
+                    tris += lm.mesh.triangles.len();
+                    let t = Instant::now();
+                    let s = simplify(&lm.mesh, &params);
+                    t_simplify += t.elapsed().as_secs_f64();
+                    tris_s += s.mesh.triangles.len();
+                    if s.mesh.triangles.is_empty() {
+                        continue;
+                    }
+                    let t = Instant::now();
+                    drc_bytes += draco::encode(&s.mesh, &q).map(|b| b.len()).unwrap_or(0);
+                    t_encode += t.elapsed().as_secs_f64();
+                    legacy_bytes += legacy::encode(&s.mesh).map(|b| b.len()).unwrap_or(0);
+                    fragments += 1;
+                    stitched_parts.entry(lm.label).or_default().push(s.mesh);
+                }
+            }
+        }
+    }
+    let mut cracked = 0;
+    let mut pinched = 0;
+    for (label, parts) in &stitched_parts {
+        let stitched = Mesh::stitch(parts.iter());
+        let topo = stitched.topology();
+        // Labels touching the dataset edge are open there in the whole-volume mesh too.
+        if topo.boundary_edges > full.get(label).map_or(0, |m| m.topology().boundary_edges) {
+            cracked += 1;
+        }
+        pinched += topo.non_manifold_edges;
+    }
+    let voxels = labels.len() as f64;
+    println!("\nours, chunked {c}³ (+1 overlap), faces locked, 1 thread:");
+    println!(
+        "  marching cubes   {:.3} s  {:.1} MV/s  ({} triangles in {} fragments)",
+        t_mesh,
+        voxels / t_mesh / 1e6,
+        tris,
+        fragments
+    );
+    println!(
+        "  simplification   {:.3} s  -> {} triangles",
+        t_simplify, tris_s
+    );
+    println!(
+        "  mesh + simplify  {:.3} s  {:.2} MV/s",
+        t_mesh + t_simplify,
+        voxels / (t_mesh + t_simplify) / 1e6
+    );
+    println!(
+        "  draco ({bin} nm grid) {:.1} MB in {:.3} s; legacy {:.1} MB",
+        drc_bytes as f64 / 1e6,
+        t_encode,
+        legacy_bytes as f64 / 1e6
+    );
+    println!(
+        "  stitched per label: {cracked} labels with more open edges than the whole-volume mesh; {pinched} pinched (non-manifold) edges"
+    );
+}
+
+/// Vertex-to-surface distances (nm) between the unsimplified surfaces and simplified ones.
+#[derive(Default)]
+struct Errors {
+    /// Original vertices to the simplified surface: detail lost.
+    to_simplified_max: f64,
+    to_simplified_mean: f64,
+    /// Simplified vertices to the original surface: vertices moved off it.
+    to_original_max: f64,
+    beyond: usize,
+    /// Original vertices farther than the error bound from the simplified surface, of all.
+    over_bound: usize,
+    vertices: usize,
+    bound: f64,
+}
+
+impl std::fmt::Display for Errors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "original -> simplified max {:.1} nm (mean {:.2}; {} of {} vertices ({:.3} %) beyond {} nm); simplified -> original max {:.1} nm{}",
+            self.to_simplified_max,
+            self.to_simplified_mean,
+            self.over_bound,
+            self.vertices,
+            100.0 * self.over_bound as f64 / self.vertices.max(1) as f64,
+            self.bound,
+            self.to_original_max,
+            if self.beyond > 0 { format!(" ({} vertices beyond the {SEARCH_NM} nm search radius)", self.beyond) } else { String::new() }
+        )
+    }
+}
+
+const SEARCH_NM: f64 = 200.0;
+
+fn measure_errors<'a>(
+    full: &BTreeMap<u64, Mesh>,
+    simplified: impl Iterator<Item = (u64, &'a Mesh)>,
+    bound: f64,
+) -> Errors {
+    let mut e = Errors {
+        bound,
+        ..Errors::default()
+    };
+    let mut count = 0usize;
+    for (label, s) in simplified {
+        let Some(orig) = full.get(&label) else {
+            continue;
+        };
+        if s.triangles.is_empty() {
+            continue;
+        }
+        let grid = TriangleGrid::new(s, 20.0);
+        for v in &orig.vertices {
+            match grid.distance(*v, SEARCH_NM) {
+                Some(d) => {
+                    e.to_simplified_max = e.to_simplified_max.max(d);
+                    e.to_simplified_mean += d;
+                    e.over_bound += usize::from(d > bound);
+                }
+                None => {
+                    e.beyond += 1;
+                    e.over_bound += 1;
+                }
+            }
+            count += 1;
+        }
+        let grid = TriangleGrid::new(orig, 20.0);
+        for v in &s.vertices {
+            match grid.distance(*v, SEARCH_NM) {
+                Some(d) => e.to_original_max = e.to_original_max.max(d),
+                None => e.beyond += 1,
+            }
+        }
+    }
+    e.to_simplified_mean /= count.max(1) as f64;
+    e.vertices = count;
+    e
+}
+
+/// Triangles bucketed in a uniform grid, for nearest-surface queries.
+struct TriangleGrid<'a> {
+    mesh: &'a Mesh,
+    cell: f64,
+    lo: [f64; 3],
+    dims: [i64; 3],
+    start: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl<'a> TriangleGrid<'a> {
+    fn new(mesh: &'a Mesh, cell: f64) -> Self {
+        let (lo, hi) = mesh.bounds().unwrap_or(([0.0; 3], [0.0; 3]));
+        let lo = lo.map(f64::from);
+        let dims: [i64; 3] =
+            std::array::from_fn(|i| ((hi[i] as f64 - lo[i]) / cell).floor() as i64 + 1);
+        let ncell = (dims[0] * dims[1] * dims[2]) as usize;
+        let cell_of = |p: [f64; 3]| -> [i64; 3] {
+            std::array::from_fn(|i| (((p[i] - lo[i]) / cell).floor() as i64).clamp(0, dims[i] - 1))
+        };
+        let index = |c: [i64; 3]| ((c[2] * dims[1] + c[1]) * dims[0] + c[0]) as usize;
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        for (ti, t) in mesh.triangles.iter().enumerate() {
+            let p = t.map(|i| mesh.vertices[i as usize].map(f64::from));
+            let a = cell_of(std::array::from_fn(|i| p[0][i].min(p[1][i]).min(p[2][i])));
+            let b = cell_of(std::array::from_fn(|i| p[0][i].max(p[1][i]).max(p[2][i])));
+            for z in a[2]..=b[2] {
+                for y in a[1]..=b[1] {
+                    for x in a[0]..=b[0] {
+                        pairs.push((index([x, y, z]) as u32, ti as u32));
+                    }
+                }
+            }
+        }
+        pairs.sort_unstable();
+        let mut start = vec![0u32; ncell + 1];
+        for &(c, _) in &pairs {
+            start[c as usize + 1] += 1;
+        }
+        for i in 0..ncell {
+            start[i + 1] += start[i];
+        }
+        Self {
+            mesh,
+            cell,
+            lo,
+            dims,
+            start,
+            items: pairs.into_iter().map(|p| p.1).collect(),
+        }
+    }
+
+    /// Distance from `p` to the nearest triangle, if one lies within `limit`.
+    fn distance(&self, p: [f32; 3], limit: f64) -> Option<f64> {
+        let p = p.map(f64::from);
+        let c: [i64; 3] = std::array::from_fn(|i| ((p[i] - self.lo[i]) / self.cell).floor() as i64);
+        let mut best = f64::INFINITY;
+        let rings = (limit / self.cell).ceil() as i64 + 1;
+        for r in 0..=rings {
+            for z in c[2] - r..=c[2] + r {
+                for y in c[1] - r..=c[1] + r {
+                    for x in c[0] - r..=c[0] + r {
+                        let on_shell =
+                            (z - c[2]).abs() == r || (y - c[1]).abs() == r || (x - c[0]).abs() == r;
+                        if !on_shell
+                            || x < 0
+                            || y < 0
+                            || z < 0
+                            || x >= self.dims[0]
+                            || y >= self.dims[1]
+                            || z >= self.dims[2]
+                        {
+                            continue;
+                        }
+                        let k = ((z * self.dims[1] + y) * self.dims[0] + x) as usize;
+                        for &ti in &self.items[self.start[k] as usize..self.start[k + 1] as usize] {
+                            let t = self.mesh.triangles[ti as usize]
+                                .map(|i| self.mesh.vertices[i as usize].map(f64::from));
+                            best = best.min(point_triangle_distance(p, t));
+                        }
+                    }
+                }
+            }
+            // Everything within r cells of p's cell has been seen.
+            if best <= r as f64 * self.cell {
+                break;
+            }
+        }
+        (best <= limit).then_some(best)
+    }
+}
+
+fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// Closest-point distance from `p` to triangle `t` (Ericson, Real-Time Collision Detection,
+/// 5.1.5: regions of the triangle's Voronoi diagram).
+fn point_triangle_distance(p: [f64; 3], [a, b, c]: [[f64; 3]; 3]) -> f64 {
+    let (ab, ac, ap) = (sub(b, a), sub(c, a), sub(p, a));
+    let (d1, d2) = (dot(ab, ap), dot(ac, ap));
+    let at = |u: f64, v: f64| -> f64 {
+        let q = [
+            a[0] + ab[0] * u + ac[0] * v,
+            a[1] + ab[1] * u + ac[1] * v,
+            a[2] + ab[2] * u + ac[2] * v,
+        ];
+        dot(sub(p, q), sub(p, q)).sqrt()
+    };
+    if d1 <= 0.0 && d2 <= 0.0 {
+        return at(0.0, 0.0);
+    }
+    let bp = sub(p, b);
+    let (d3, d4) = (dot(ab, bp), dot(ac, bp));
+    if d3 >= 0.0 && d4 <= d3 {
+        return at(1.0, 0.0);
+    }
+    let vc = d1 * d4 - d3 * d2;
+    if vc <= 0.0 && d1 >= 0.0 && d3 <= 0.0 {
+        return at(d1 / (d1 - d3), 0.0);
+    }
+    let cp = sub(p, c);
+    let (d5, d6) = (dot(ab, cp), dot(ac, cp));
+    if d6 >= 0.0 && d5 <= d6 {
+        return at(0.0, 1.0);
+    }
+    let vb = d5 * d2 - d1 * d6;
+    if vb <= 0.0 && d2 >= 0.0 && d6 <= 0.0 {
+        return at(0.0, d2 / (d2 - d6));
+    }
+    let va = d3 * d6 - d5 * d4;
+    if va <= 0.0 && (d4 - d3) >= 0.0 && (d5 - d6) >= 0.0 {
+        let w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
+        return at(1.0 - w, w);
+    }
+    let denom = va + vb + vc;
+    if denom.abs() < 1e-30 {
+        // Degenerate triangle: fall back to its vertices.
+        return at(0.0, 0.0).min(at(1.0, 0.0)).min(at(0.0, 1.0));
+    }
+    at(vb / denom, vc / denom)
+}
+
+type ZmeshReport = BTreeMap<String, f64>;
+
+fn run_zmesh(args: &Args) -> Result<(ZmeshReport, BTreeMap<u64, Mesh>), String> {
+    let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let venv = Command::new("bash")
+        .arg(python_dir.join("venv.sh"))
+        .output()
+        .map_err(|e| format!("bash: {e}"))?;
+    if !venv.status.success() {
+        return Err(format!(
+            "could not set up .venv-mesh: {}",
+            String::from_utf8_lossy(&venv.stderr)
+        ));
+    }
+    let python = String::from_utf8_lossy(&venv.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let out = std::env::temp_dir().join(format!("cg-mesh-zmesh-{}.bin", std::process::id()));
+    let r = args.resolution;
+    let run = Command::new(&python)
+        .arg(python_dir.join("zmesh_bench.py"))
+        .arg(&args.volume)
+        .arg(format!("{},{},{}", r[0], r[1], r[2]))
+        .arg(format!("{}", args.reduction.round() as u64))
+        .arg(format!("{}", args.zmesh_max_error))
+        .arg(&out)
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
+    if !run.status.success() {
+        return Err(format!(
+            "zmesh_bench.py failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    println!("\nzmesh_bench.py: {line}");
+    // A flat JSON object of numbers (and one version string, skipped).
+    let report: ZmeshReport = line
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(", ")
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(": ")?;
+            Some((k.trim_matches('"').to_string(), v.parse().ok()?))
+        })
+        .collect();
+    let bytes = std::fs::read(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    Ok((report, read_meshes(&bytes)?))
+}
+
+fn read_meshes(mut b: &[u8]) -> Result<BTreeMap<u64, Mesh>, String> {
+    let mut out = BTreeMap::new();
+    let take = |n: usize, b: &mut &[u8]| -> Result<Vec<u8>, String> {
+        if b.len() < n {
+            return Err("truncated zmesh output".into());
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h.to_vec())
+    };
+    while !b.is_empty() {
+        let head = take(16, &mut b)?;
+        let label = u64::from_le_bytes(head[..8].try_into().map_err(|_| "header")?);
+        let nv = u32::from_le_bytes(head[8..12].try_into().map_err(|_| "header")?) as usize;
+        let nt = u32::from_le_bytes(head[12..16].try_into().map_err(|_| "header")?) as usize;
+        let v = take(nv * 12, &mut b)?;
+        let t = take(nt * 12, &mut b)?;
+        let f = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let u = |c: &[u8]| u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        out.insert(
+            label,
+            Mesh {
+                vertices: v
+                    .chunks_exact(12)
+                    .map(|c| [f(&c[0..]), f(&c[4..]), f(&c[8..])])
+                    .collect(),
+                triangles: t
+                    .chunks_exact(12)
+                    .map(|c| [u(&c[0..]), u(&c[4..]), u(&c[8..])])
+                    .collect(),
+            },
+        );
+    }
+    Ok(out)
+}
