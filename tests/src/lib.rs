@@ -236,3 +236,68 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A synthetic graph ingested by `chunkedgraph ingest --synthetic`, as the tests know it.
+pub struct Ingested {
+    pub synth: cg_graph::synthetic::SyntheticGraph,
+    /// Supervoxel ID of each synthetic supervoxel, in the generator's order.
+    pub ids: Vec<u64>,
+}
+
+/// Runs `chunkedgraph ingest --table TABLE --synthetic N --seed SEED` with extra `args`
+/// (e.g. `--data-dir DIR`) and `envs` (e.g. `BIGTABLE_EMULATOR_HOST`), and regenerates the
+/// same graph in-process. Without a `BIGTABLE_EMULATOR_HOST` in `envs` the variable is
+/// removed, so the ingest goes to the embedded store.
+pub fn ingest_synthetic(
+    table: &str,
+    supervoxels: usize,
+    seed: u64,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> Ingested {
+    let mut cmd = Command::new(chunkedgraph_bin());
+    cmd.args(["ingest", "--table", table])
+        .args(["--synthetic", &supervoxels.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .args(args)
+        .env_remove("BIGTABLE_EMULATOR_HOST")
+        .env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running chunkedgraph ingest");
+    assert!(
+        out.status.success(),
+        "ingest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let params = cg_graph::synthetic::Params::with_supervoxels(seed, supervoxels);
+    let synth = cg_graph::synthetic::generate(&params);
+    let geometry = synth.geometry().expect("geometry");
+    let ids = synth.supervoxel_ids(&geometry).expect("ids");
+    Ingested { synth, ids }
+}
+
+/// Two supervoxels (indices) of different objects (`roots[i]`, one per supervoxel) in one
+/// chunk, nearest each other: a merge the graph accepts.
+pub fn neighbours_in_two_objects(
+    synth: &cg_graph::synthetic::SyntheticGraph,
+    roots: &[u64],
+) -> (usize, usize) {
+    let sv = &synth.supervoxels;
+    let mut best = None;
+    for i in 0..sv.len() {
+        for j in (i + 1)..sv.len().min(i + 400) {
+            if roots[i] != roots[j] && sv[i].chunk == sv[j].chunk {
+                let d: u32 = (0..3)
+                    .map(|k| sv[i].position[k].abs_diff(sv[j].position[k]))
+                    .sum();
+                if best.is_none_or(|(_, _, bd)| d < bd) {
+                    best = Some((i, j, d));
+                }
+            }
+        }
+    }
+    let (i, j, _) = best.expect("two objects in one chunk");
+    (i, j)
+}

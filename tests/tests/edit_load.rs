@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use cg_graph::query::RootQuery;
 use cg_graph::schema;
 use cg_graph::synthetic::{generate, Params, SyntheticGraph};
 use cg_graph::ChunkedGraph;
-use cg_tests::{chunkedgraph_bin, EmulatorProcess, ServeProcess};
+use cg_tests::{EmulatorProcess, ServeProcess};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -275,21 +274,7 @@ async fn check_replay(g: &ChunkedGraph, w: &World, log: &[OperationEntry]) {
 }
 
 fn ingest(envs: &[(&str, String)], args: &[&str]) {
-    let mut cmd = Command::new(chunkedgraph_bin());
-    cmd.args(["ingest", "--table", TABLE])
-        .args(["--synthetic", &SUPERVOXELS.to_string()])
-        .args(["--seed", &SEED.to_string()])
-        .args(args)
-        .env("RUST_LOG", "warn");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("running chunkedgraph ingest");
-    assert!(
-        out.status.success(),
-        "ingest failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cg_tests::ingest_synthetic(TABLE, SUPERVOXELS, SEED, args, envs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,12 +12,12 @@ use std::time::Duration;
 use cg_bigtable::{Client, Config, ReadRows, Target};
 use cg_graph::edit::EditOptions;
 use cg_graph::query::RootQuery;
-use cg_graph::synthetic::{generate, Params, SyntheticGraph};
+use cg_graph::synthetic::SyntheticGraph;
 use cg_graph::ChunkedGraph;
 use cg_ids::VoxelBox;
 use cg_tests::grpc_api::chunked_graph_client::ChunkedGraphClient;
 use cg_tests::grpc_api::{self as api};
-use cg_tests::{chunkedgraph_bin, EmulatorProcess, ServeProcess};
+use cg_tests::{EmulatorProcess, ServeProcess};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -41,22 +41,13 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = EmulatorProcess::ours(dir.path(), &[]);
-    let out = Command::new(chunkedgraph_bin())
-        .args(["ingest", "--table", TABLE])
-        .args(["--synthetic", &SUPERVOXELS.to_string()])
-        .args(["--seed", &SEED.to_string()])
-        .env("BIGTABLE_EMULATOR_HOST", emulator.addr.to_string())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running chunkedgraph ingest");
-    assert!(
-        out.status.success(),
-        "ingest failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let cg_tests::Ingested { synth, ids } = cg_tests::ingest_synthetic(
+        TABLE,
+        SUPERVOXELS,
+        SEED,
+        &[],
+        &[("BIGTABLE_EMULATOR_HOST", emulator.addr.to_string())],
     );
-    let synth = generate(&Params::with_supervoxels(SEED, SUPERVOXELS));
-    let geometry = synth.geometry().expect("geometry");
-    let ids = synth.supervoxel_ids(&geometry).expect("ids");
     let client = Config::new(Target::Emulator(emulator.addr.to_string()))
         .connect()
         .await
@@ -168,22 +159,7 @@ async fn next_event(events: &mut tonic::Streaming<api::EditEvent>) -> api::EditE
 /// Two supervoxels of different objects in one chunk, near each other.
 async fn neighbours_in_two_objects(s: &Setup) -> (usize, usize) {
     let roots = s.roots(&s.ids).await;
-    let sv = &s.synth.supervoxels;
-    let mut best = None;
-    for i in 0..sv.len() {
-        for j in (i + 1)..sv.len().min(i + 400) {
-            if roots[i] != roots[j] && sv[i].chunk == sv[j].chunk {
-                let d: u32 = (0..3)
-                    .map(|k| sv[i].position[k].abs_diff(sv[j].position[k]))
-                    .sum();
-                if best.is_none_or(|(_, _, bd)| d < bd) {
-                    best = Some((i, j, d));
-                }
-            }
-        }
-    }
-    let (i, j, _) = best.expect("two objects in one chunk");
-    (i, j)
+    cg_tests::neighbours_in_two_objects(&s.synth, &roots)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cg_graph::synthetic::{generate, Params, SyntheticGraph};
+use cg_graph::synthetic::SyntheticGraph;
 use cg_tests::{chunkedgraph_bin, ServeProcess};
 use serde_json::{json, Value};
 
@@ -51,24 +51,9 @@ struct Graph {
 impl Graph {
     fn ingest() -> Graph {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(chunkedgraph_bin())
-            .args(["ingest", "--table", TABLE])
-            .args(["--synthetic", &SUPERVOXELS.to_string()])
-            .args(["--seed", &SEED.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("BIGTABLE_EMULATOR_HOST")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("running chunkedgraph ingest");
-        assert!(
-            out.status.success(),
-            "ingest failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let synth = generate(&Params::with_supervoxels(SEED, SUPERVOXELS));
-        let geometry = synth.geometry().expect("geometry");
-        let ids = synth.supervoxel_ids(&geometry).expect("ids");
+        let data = dir.path().to_str().expect("utf-8 path");
+        let cg_tests::Ingested { synth, ids } =
+            cg_tests::ingest_synthetic(TABLE, SUPERVOXELS, SEED, &["--data-dir", data], &[]);
         Graph { dir, synth, ids }
     }
 
@@ -171,22 +156,7 @@ async fn roots(
 /// Two supervoxels of different objects in one chunk, near each other (a merge the server
 /// accepts).
 fn neighbours_in_two_objects(g: &Graph, roots: &[u64]) -> (usize, usize) {
-    let sv = &g.synth.supervoxels;
-    let mut best = None;
-    for i in 0..sv.len() {
-        for j in (i + 1)..sv.len().min(i + 400) {
-            if roots[i] != roots[j] && sv[i].chunk == sv[j].chunk {
-                let d: u32 = (0..3)
-                    .map(|k| sv[i].position[k].abs_diff(sv[j].position[k]))
-                    .sum();
-                if best.is_none_or(|(_, _, bd)| d < bd) {
-                    best = Some((i, j, d));
-                }
-            }
-        }
-    }
-    let (i, j, _) = best.expect("two objects in one chunk");
-    (i, j)
+    cg_tests::neighbours_in_two_objects(&g.synth, roots)
 }
 
 /// The value of one sample of the Prometheus text format: `name{labels} value`, matching
