@@ -133,7 +133,8 @@ fn main() {
     let tri_full: usize = full.values().map(|m| m.triangles.len()).sum();
     let open_or_bad = full
         .values()
-        .filter(|m| m.topology().non_manifold_edges + m.topology().misoriented_edges > 0)
+        .map(Mesh::topology)
+        .filter(|t| t.non_manifold_edges + t.misoriented_edges > 0)
         .count();
 
     let params = SimplifyParams {
@@ -201,7 +202,7 @@ fn main() {
     println!("  measured error: {ours_error}");
 
     // --- Ours, chunked as in production: blocks with a 1-voxel overlap, faces locked.
-    chunked(&labels, shape, &args, &full);
+    let (t_chunked, tri_chunked) = chunked(&labels, shape, &args, &full);
 
     // --- zmesh on the same volume.
     if args.zmesh {
@@ -245,13 +246,25 @@ fn main() {
                     ours_error.to_simplified_mean,
                     z_error.to_simplified_mean
                 );
+                println!(
+                    "ours chunked vs zmesh: {:.1}x the throughput on 1 thread, {:.2}x the triangles",
+                    (zm + zs) / t_chunked,
+                    tri_chunked as f64 / get("triangles_simplified")
+                );
             }
             Err(e) => println!("\nzmesh: not run: {e}"),
         }
     }
 }
 
-fn chunked(labels: &[u32], shape: [usize; 3], args: &Args, full: &BTreeMap<u64, Mesh>) {
+/// Meshes, simplifies and encodes chunk by chunk; returns the meshing + simplification time
+/// and the simplified triangle count.
+fn chunked(
+    labels: &[u32],
+    shape: [usize; 3],
+    args: &Args,
+    full: &BTreeMap<u64, Mesh>,
+) -> (f64, usize) {
     let [nz, ny, nx] = shape;
     let c = args.chunk.max(2);
     let bin = (args
@@ -358,6 +371,7 @@ fn chunked(labels: &[u32], shape: [usize; 3], args: &Args, full: &BTreeMap<u64, 
     println!(
         "  stitched per label: {cracked} labels with more open edges than the whole-volume mesh; {pinched} pinched (non-manifold) edges"
     );
+    (t_mesh + t_simplify, tris_s)
 }
 
 /// Vertex-to-surface distances (nm) between the unsimplified surfaces and simplified ones.
