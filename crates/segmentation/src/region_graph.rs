@@ -202,7 +202,7 @@ pub(crate) fn accumulate(
     // The map of all pairs outgrows the cache, and contacts of one pair come scattered over
     // a few slices: gather a slab of slices in a small map first, then fold it into the big
     // one once per pair.
-    let slab = (1usize << 18).div_ceil(ny * nx).max(1);
+    let slab = (1usize << 18).div_ceil((ny * nx).max(1));
     let mut local = EdgeMap::default();
     for z0 in (0..nz).step_by(slab) {
         for z in z0..(z0 + slab).min(nz) {

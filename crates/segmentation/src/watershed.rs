@@ -154,6 +154,9 @@ fn steepest_ascent(affs: &Affinities, t_low: f32, t_high: f32) -> Vec<u8> {
     let (az, ay, ax) = (affs.channel(0), affs.channel(1), affs.channel(2));
     let sxy = ny * nx;
     let mut bits = vec![0u8; n];
+    if n == 0 {
+        return bits;
+    }
     // Missing neighbours read as -inf, which is never kept; rows are processed without
     // branches so the loop vectorizes.
     let none = vec![f32::NEG_INFINITY; nx];
@@ -543,6 +546,7 @@ pub fn watershed_chunk(
     let shape = affs.shape();
     core.check(shape)?;
     let cut = core.grown(ghost, shape);
+    crate::check_indexable(cut.shape())?;
     let local = affs.crop(&cut)?;
     let lshape = cut.shape();
     let n = voxel_count(lshape);

@@ -94,6 +94,20 @@ fn t_low_cuts_and_t_high_joins() {
 }
 
 #[test]
+fn empty_and_single_voxel_volumes() {
+    for shape in [[0, 3, 3], [2, 3, 0], [0, 0, 0]] {
+        let affs = Affinities::new(shape, vec![]).unwrap();
+        let seg = watershed(&affs, &WatershedParams::default()).unwrap();
+        assert!(seg.labels.is_empty() && seg.graph.ids.is_empty());
+    }
+    // One voxel has no edge at all: background whatever T_low is (there is no maximum to
+    // keep), and so is dust-free.
+    let affs = Affinities::new([1, 1, 1], vec![0.0; 3]).unwrap();
+    let seg = watershed(&affs, &plain(0.0, 0.9)).unwrap();
+    assert_eq!(seg.labels, vec![0]);
+}
+
+#[test]
 fn size_dependent_merging_and_dust() {
     // Basins of 3 and 4 voxels touching at 0.2.
     let affs = line(&[0.9, 0.8, 0.2, 0.7, 0.95, 0.6]);
