@@ -87,10 +87,10 @@ fn parse_triple<T: std::str::FromStr>(s: &str) -> Result<Triple<T>, String> {
 fn parse_u64s(s: &str) -> Result<Triple<u64>, String> {
     parse_triple(s)
 }
-fn parse_u32s(s: &str) -> Result<Triple<u32>, String> {
+pub(crate) fn parse_u32s(s: &str) -> Result<Triple<u32>, String> {
     parse_triple(s)
 }
-fn parse_f64s(s: &str) -> Result<Triple<f64>, String> {
+pub(crate) fn parse_f64s(s: &str) -> Result<Triple<f64>, String> {
     parse_triple(s)
 }
 

@@ -5,6 +5,8 @@ mod bench_edit;
 mod bench_graph;
 mod grpc;
 mod ingest_cmd;
+mod pipeline;
+mod quickstart;
 mod server;
 mod storage;
 mod synthetic_seg;
@@ -32,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// From nothing to a served, proofreadable synthetic dataset: pipeline, links, server.
+    Quickstart(quickstart::QuickstartArgs),
     /// Run our durable Bigtable-API server (data API + table admin) on a data directory.
     Emulator(EmulatorArgs),
     /// List the tables in the configured storage.
@@ -41,6 +45,11 @@ enum Command {
     Ingest(Box<ingest_cmd::IngestArgs>),
     /// Serve PyChunkedGraph's HTTP API (Neuroglancer, caveclient, cloud-volume).
     Serve(server::ServeArgs),
+    /// The batch pipeline: watershed, agglomeration, supervoxel volume, ingest.
+    Pipeline {
+        #[command(subcommand)]
+        what: pipeline::PipelineCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -123,6 +132,8 @@ fn main() -> anyhow::Result<()> {
             Command::Tables(storage) => list_tables(storage).await,
             Command::Ingest(args) => ingest_cmd::run(*args).await,
             Command::Serve(args) => server::run(args).await,
+            Command::Pipeline { what } => pipeline::run(what).await,
+            Command::Quickstart(args) => quickstart::run(args).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })
