@@ -2,11 +2,12 @@
 //! them: our own encoder of the Draco 2.2 bitstream (and a decoder of what it writes).
 //!
 //! What we write, in the bitstream's terms: a triangular mesh with *sequential* connectivity
-//! (indices stored directly, in the smallest width Draco allows for the vertex count), and one
-//! `POSITION` attribute (float32 × 3) through the *quantization* attribute encoder with no
-//! prediction and the values stored raw (not entropy coded). Any Draco decoder reads it;
-//! it is larger than what Google's encoder makes with edgebreaker and rANS, about half the
-//! size of the precomputed legacy format.
+//! (index deltas, entropy coded), and one `POSITION` attribute (float32 × 3) through the
+//! *quantization* attribute encoder with the *difference* prediction (each vertex from the
+//! one before) and entropy-coded corrections; the entropy coder is Draco's rANS "raw symbol"
+//! scheme (the crate's `rans` module documents the layout). [`DracoOptions`] can store either part plainly
+//! instead. Any Draco decoder reads it. Google's encoder compresses further (edgebreaker
+//! connectivity, parallelogram prediction); ours is a third of the precomputed legacy size.
 //!
 //! ## One grid for all chunks
 //!
@@ -19,7 +20,7 @@
 //! `round(p / bin)` whatever chunk writes it. Decoding is exact in float32 while positions
 //! stay below 2^24 nm (16.7 mm).
 
-use crate::{Mesh, MeshError};
+use crate::{rans, Mesh, MeshError};
 
 /// Geometry of the Draco mesh bitstream version we write.
 const VERSION: [u8; 2] = [2, 2];
@@ -29,10 +30,14 @@ const ATTRIBUTE_POSITION: u8 = 0;
 const DT_FLOAT32: u8 = 9;
 const SEQUENTIAL_ATTRIBUTE_ENCODER_QUANTIZATION: u8 = 2;
 const PREDICTION_NONE: i8 = -2;
-/// Connectivity stored as plain indices (0 would be entropy-coded index deltas).
+const PREDICTION_DIFFERENCE: i8 = 0;
+const PREDICTION_TRANSFORM_WRAP: i8 = 1;
+/// Connectivity as entropy-coded index deltas (1 would be plain indices).
+const INDICES_COMPRESSED: u8 = 0;
 const INDICES_RAW: u8 = 1;
-/// Attribute values stored as plain integers (1 would be entropy-coded symbols).
+/// Attribute values as entropy-coded symbols (0 would be plain integers).
 const VALUES_RAW: u8 = 0;
+const VALUES_COMPRESSED: u8 = 1;
 
 /// A position quantization on a lattice of `bin_nm` spacing shared by every chunk.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,6 +140,36 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 /// triangles is refused: Google's decoder rejects an empty mesh and reads one without faces
 /// as a point cloud.
 pub fn encode(mesh: &Mesh, quantization: &GridQuantization) -> Result<Vec<u8>, MeshError> {
+    encode_with(mesh, quantization, &DracoOptions::default())
+}
+
+/// Which parts of a fragment are entropy coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DracoOptions {
+    /// Index deltas through rANS (else plain indices of the smallest width).
+    pub compress_connectivity: bool,
+    /// Positions predicted from the previous vertex, corrections through rANS (else plain
+    /// quantized integers).
+    pub compress_positions: bool,
+}
+
+impl Default for DracoOptions {
+    fn default() -> Self {
+        Self {
+            compress_connectivity: true,
+            compress_positions: true,
+        }
+    }
+}
+
+/// [`encode`] with a choice of what to entropy code. Fragments are at least 3 bytes per
+/// triangle: Google's decoder insists on that much data after the header, and zeros pad
+/// the end of a fragment that compressed below it.
+pub fn encode_with(
+    mesh: &Mesh,
+    quantization: &GridQuantization,
+    options: &DracoOptions,
+) -> Result<Vec<u8>, MeshError> {
     mesh.validate()?;
     if mesh.triangles.is_empty() {
         return Err(MeshError::EmptyFragment);
@@ -150,16 +185,34 @@ pub fn encode(mesh: &Mesh, quantization: &GridQuantization) -> Result<Vec<u8>, M
     out.push(MESH_SEQUENTIAL_ENCODING);
     out.extend_from_slice(&0u16.to_le_bytes()); // flags: no metadata
 
-    // Connectivity.
+    // Connectivity: each index as its difference from the one before, the sign in the low
+    // bit, entropy coded.
     varint(&mut out, mesh.triangles.len() as u64);
     varint(&mut out, n as u64);
-    out.push(INDICES_RAW);
-    for &i in mesh.triangles.as_flattened() {
-        match n {
-            0..256 => out.push(i as u8),
-            256..65536 => out.extend_from_slice(&(i as u16).to_le_bytes()),
-            65536..2097152 => varint(&mut out, i as u64),
-            _ => out.extend_from_slice(&i.to_le_bytes()),
+    let after_counts = out.len();
+    if options.compress_connectivity {
+        out.push(INDICES_COMPRESSED);
+        let mut last = 0i64;
+        let deltas: Vec<u32> = mesh
+            .triangles
+            .as_flattened()
+            .iter()
+            .map(|&i| {
+                let d = i as i64 - last;
+                last = i as i64;
+                ((d.unsigned_abs() as u32) << 1) | u32::from(d < 0)
+            })
+            .collect();
+        rans::encode(&deltas, &mut out);
+    } else {
+        out.push(INDICES_RAW);
+        for &i in mesh.triangles.as_flattened() {
+            match n {
+                0..256 => out.push(i as u8),
+                256..65536 => out.extend_from_slice(&(i as u16).to_le_bytes()),
+                65536..2097152 => varint(&mut out, i as u64),
+                _ => out.extend_from_slice(&i.to_le_bytes()),
+            }
         }
     }
 
@@ -170,9 +223,11 @@ pub fn encode(mesh: &Mesh, quantization: &GridQuantization) -> Result<Vec<u8>, M
     varint(&mut out, 0); // unique id
     out.push(SEQUENTIAL_ATTRIBUTE_ENCODER_QUANTIZATION);
 
-    // Values: quantized integers, sign-folded into symbols (2·q for q ≥ 0), in the
-    // fewest whole bytes that hold the largest.
-    let mut symbols = Vec::with_capacity(n * 3);
+    // Values: quantized integers predicted from the previous vertex (Draco's difference
+    // prediction; the first from zero clamped into [min, max]), the corrections sign-folded
+    // into symbols (2·c for c ≥ 0, 2·|c| − 1 below) and entropy coded. The corrections never
+    // leave [min − max, max − min], so the decoder's wrap-around never fires.
+    let mut quantized = Vec::with_capacity(n * 3);
     for v in &mesh.vertices {
         for (axis, &c) in v.iter().enumerate() {
             let q = quantization.quantize(c, axis).ok_or_else(|| {
@@ -182,16 +237,51 @@ pub fn encode(mesh: &Mesh, quantization: &GridQuantization) -> Result<Vec<u8>, M
                     quantization.range_nm()
                 ))
             })?;
-            symbols.push(q << 1);
+            quantized.push(q as i32);
         }
     }
-    out.push(PREDICTION_NONE as u8);
-    out.push(VALUES_RAW);
-    let widest = symbols.iter().fold(0u32, |a, &s| a | s);
-    let bytes = (32 - widest.leading_zeros()).div_ceil(8).max(1) as usize;
-    out.push(bytes as u8);
-    for s in symbols {
-        out.extend_from_slice(&s.to_le_bytes()[..bytes]);
+    let lo = quantized.iter().copied().min().unwrap_or(0);
+    let hi = quantized.iter().copied().max().unwrap_or(0);
+    let fold = |c: i32| {
+        if c >= 0 {
+            (c as u32) << 1
+        } else {
+            (((-c - 1) as u32) << 1) | 1
+        }
+    };
+    if !options.compress_positions {
+        out.push(PREDICTION_NONE as u8);
+        out.push(VALUES_RAW);
+        let symbols: Vec<u32> = quantized.iter().map(|&q| fold(q)).collect();
+        let widest = symbols.iter().fold(0u32, |a, &s| a | s);
+        let width = (32 - widest.leading_zeros()).div_ceil(8).max(1) as usize;
+        out.push(width as u8);
+        for s in symbols {
+            out.extend_from_slice(&s.to_le_bytes()[..width]);
+        }
+    } else {
+        let symbols: Vec<u32> = (0..quantized.len())
+            .map(|i| {
+                let predicted = if i < 3 {
+                    0i32.clamp(lo, hi)
+                } else {
+                    quantized[i - 3]
+                };
+                let c = quantized[i] - predicted;
+                if c >= 0 {
+                    (c as u32) << 1
+                } else {
+                    (((-c - 1) as u32) << 1) | 1
+                }
+            })
+            .collect();
+        out.push(PREDICTION_DIFFERENCE as u8);
+        out.push(PREDICTION_TRANSFORM_WRAP as u8);
+        out.push(VALUES_COMPRESSED);
+        rans::encode(&symbols, &mut out);
+        // The wrap transform's bounds are the prediction's data.
+        out.extend_from_slice(&lo.to_le_bytes());
+        out.extend_from_slice(&hi.to_le_bytes());
     }
     // The quantization transform's parameters follow the values.
     for o in quantization.origin_nm() {
@@ -199,6 +289,12 @@ pub fn encode(mesh: &Mesh, quantization: &GridQuantization) -> Result<Vec<u8>, M
     }
     out.extend_from_slice(&quantization.range_nm().to_le_bytes());
     out.push(quantization.bits);
+    // Google's decoder refuses a mesh unless at least 3 bytes per face follow the counts (a
+    // sanity check written for plain indices); well-compressed fragments need padding.
+    let needed = after_counts + 3 * mesh.triangles.len();
+    if out.len() < needed {
+        out.resize(needed, 0);
+    }
     Ok(out)
 }
 
@@ -223,27 +319,39 @@ pub fn decode(bytes: &[u8]) -> Result<Mesh, MeshError> {
     }
     let faces = r.varint()? as usize;
     let n = r.varint()? as usize;
-    if r.byte()? != INDICES_RAW {
-        return Err(MeshError::Decode("compressed connectivity".into()));
+    if faces >= 1 << 31 || n >= 1 << 31 {
+        return Err(MeshError::Decode(format!("{faces} faces, {n} points")));
     }
-    if faces > bytes.len() {
-        return Err(MeshError::Decode(format!(
-            "{faces} faces in {} bytes",
-            bytes.len()
-        )));
-    }
-    let mut triangles = Vec::with_capacity(faces);
-    for _ in 0..faces {
-        let mut t = [0u32; 3];
-        for i in &mut t {
-            *i = match n {
-                0..256 => r.byte()? as u32,
-                256..65536 => u16::from_le_bytes([r.byte()?, r.byte()?]) as u32,
-                65536..2097152 => r.varint()? as u32,
-                _ => u32::from_le_bytes([r.byte()?, r.byte()?, r.byte()?, r.byte()?]),
-            };
+    // Entropy-coded data has no size floor; cap what a damaged count can reserve.
+    let mut triangles = Vec::with_capacity(faces.min(bytes.len()));
+    match r.byte()? {
+        INDICES_COMPRESSED => {
+            let deltas = rans::decode(bytes, &mut r.at, faces * 3)?;
+            let mut last = 0i64;
+            let mut flat = deltas.iter().map(|&s| {
+                let d = (s >> 1) as i64;
+                last += if s & 1 == 1 { -d } else { d };
+                last as u32
+            });
+            for _ in 0..faces {
+                triangles.push(std::array::from_fn(|_| flat.next().unwrap_or(u32::MAX)));
+            }
         }
-        triangles.push(t);
+        INDICES_RAW => {
+            for _ in 0..faces {
+                let mut t = [0u32; 3];
+                for i in &mut t {
+                    *i = match n {
+                        0..256 => r.byte()? as u32,
+                        256..65536 => u16::from_le_bytes([r.byte()?, r.byte()?]) as u32,
+                        65536..2097152 => r.varint()? as u32,
+                        _ => u32::from_le_bytes([r.byte()?, r.byte()?, r.byte()?, r.byte()?]),
+                    };
+                }
+                triangles.push(t);
+            }
+        }
+        other => return Err(MeshError::Decode(format!("connectivity method {other}"))),
     }
     if r.byte()? != 1 || r.varint()? != 1 {
         return Err(MeshError::Decode("expected one attribute".into()));
@@ -256,27 +364,60 @@ pub fn decode(bytes: &[u8]) -> Result<Mesh, MeshError> {
     if r.byte()? != SEQUENTIAL_ATTRIBUTE_ENCODER_QUANTIZATION {
         return Err(MeshError::Decode("attribute is not quantized".into()));
     }
-    let mut values = Vec::with_capacity(n.min(bytes.len()) * 3);
-    if n > 0 {
-        if r.byte()? as i8 != PREDICTION_NONE || r.byte()? != VALUES_RAW {
-            return Err(MeshError::Decode(
-                "predicted or entropy-coded values".into(),
-            ));
+    let prediction = r.byte()? as i8;
+    if prediction != PREDICTION_NONE
+        && (prediction != PREDICTION_DIFFERENCE || r.byte()? as i8 != PREDICTION_TRANSFORM_WRAP)
+    {
+        return Err(MeshError::Decode(format!("prediction method {prediction}")));
+    }
+    let symbols = match r.byte()? {
+        VALUES_COMPRESSED => rans::decode(bytes, &mut r.at, n * 3)?,
+        VALUES_RAW => {
+            let width = r.byte()? as usize;
+            if !(1..=4).contains(&width) {
+                return Err(MeshError::Decode(format!("{width}-byte values")));
+            }
+            let mut symbols = Vec::with_capacity(n.min(bytes.len()) * 3);
+            for _ in 0..n * 3 {
+                let mut word = [0u8; 4];
+                word[..width].copy_from_slice(r.take(width)?);
+                symbols.push(u32::from_le_bytes(word));
+            }
+            symbols
         }
-        let width = r.byte()? as usize;
-        if !(1..=4).contains(&width) {
-            return Err(MeshError::Decode(format!("{width}-byte values")));
-        }
-        for _ in 0..n * 3 {
-            let mut word = [0u8; 4];
-            word[..width].copy_from_slice(r.take(width)?);
-            let s = u32::from_le_bytes(word);
-            // Undo the sign folding: odd symbols are negative.
-            values.push(if s & 1 == 1 {
+        other => return Err(MeshError::Decode(format!("value coding {other}"))),
+    };
+    // Undo the sign folding: odd symbols are negative.
+    let mut values: Vec<i64> = symbols
+        .iter()
+        .map(|&s| {
+            if s & 1 == 1 {
                 -((s >> 1) as i64) - 1
             } else {
                 (s >> 1) as i64
-            });
+            }
+        })
+        .collect();
+    if prediction == PREDICTION_DIFFERENCE {
+        let lo = i32::from_le_bytes([r.byte()?, r.byte()?, r.byte()?, r.byte()?]) as i64;
+        let hi = i32::from_le_bytes([r.byte()?, r.byte()?, r.byte()?, r.byte()?]) as i64;
+        if lo > hi {
+            return Err(MeshError::Decode("wrap bounds reversed".into()));
+        }
+        let span = hi - lo + 1;
+        for i in 0..values.len() {
+            let predicted = if i < 3 {
+                0i64.clamp(lo, hi)
+            } else {
+                values[i - 3].clamp(lo, hi)
+            };
+            let mut v = predicted + values[i];
+            if v > hi {
+                v -= span;
+            } else if v < lo {
+                v += span;
+            }
+            values[i] = v;
         }
     }
     let mut origin = [0f32; 3];
@@ -347,23 +488,22 @@ mod tests {
     }
 
     #[test]
-    fn header_and_connectivity_bytes() {
+    fn header_and_layout_bytes() {
         let q = GridQuantization::for_chunk([0.0; 3], [16.0; 3], 2).unwrap();
         let bytes = encode(&square(0.0), &q).unwrap();
         assert_eq!(&bytes[..11], b"DRACO\x02\x02\x01\x00\x00\x00");
-        // 2 faces, 4 points, raw indices as bytes.
-        assert_eq!(&bytes[11..20], &[2, 4, 1, 0, 1, 2, 0, 2, 3]);
-        // One encoder, one attribute: POSITION float32 ×3, id 0, quantization encoder.
-        assert_eq!(&bytes[20..27], &[1, 1, 0, 9, 3, 0, 0]);
-        assert_eq!(bytes[27], 2);
-        // No prediction, raw values of one byte each: x of vertex 1 is 10 nm = 5 bins.
-        assert_eq!(&bytes[28..31], &[0xfe, 0, 1]);
-        assert_eq!(bytes[31 + 3], 5 << 1);
-        // 8 bins reach 16 nm: 4 bits, range 15 bins = 30 nm.
+        // 2 faces, 4 points, entropy-coded index deltas in the raw rANS scheme.
+        assert_eq!(&bytes[11..16], &[2, 4, INDICES_COMPRESSED, 1, 3]);
+        // 8 bins reach 16 nm: 4 bits, range 15 bins = 30 nm; the file ends with the
+        // origin, range and bits, after the wrap bounds (0 and 5 bins).
         assert_eq!(q.bits, 4);
-        let tail = &bytes[bytes.len() - 17..];
-        assert_eq!(&tail[12..16], &30f32.to_le_bytes());
-        assert_eq!(tail[16], 4);
+        let tail = &bytes[bytes.len() - 25..];
+        assert_eq!(&tail[..8], &[0, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(&tail[8..20], &[0; 12]);
+        assert_eq!(&tail[20..24], &30f32.to_le_bytes());
+        assert_eq!(tail[24], 4);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.triangles, square(0.0).triangles);
     }
 
     #[test]
@@ -408,6 +548,42 @@ mod tests {
             let back = decode(&encode(&mesh, &q).unwrap()).unwrap();
             assert_eq!(back, mesh);
         }
+    }
+
+    #[test]
+    fn every_coding_round_trips_and_pads_to_three_bytes_a_face() {
+        let mesh = Mesh {
+            vertices: (0..400)
+                .map(|i| [(i % 20) as f32 * 4.0, (i / 20) as f32 * 4.0, 8.0])
+                .collect(),
+            triangles: (0..19u32)
+                .flat_map(|r| {
+                    (0..19u32).flat_map(move |c| {
+                        let v = r * 20 + c;
+                        [[v, v + 1, v + 20], [v + 1, v + 21, v + 20]]
+                    })
+                })
+                .collect(),
+        };
+        let q = GridQuantization::for_mesh(&mesh, 2).unwrap();
+        let mut sizes = Vec::new();
+        for c in [false, true] {
+            for p in [false, true] {
+                let options = DracoOptions {
+                    compress_connectivity: c,
+                    compress_positions: p,
+                };
+                let bytes = encode_with(&mesh, &q, &options).unwrap();
+                assert_eq!(decode(&bytes).unwrap(), mesh, "{options:?}");
+                assert!(bytes.len() >= 3 * mesh.triangles.len());
+                sizes.push(bytes.len());
+            }
+        }
+        // Plain, positions coded, indices coded, both (the last two padded to 3 bytes a face).
+        assert!(
+            sizes[3] <= sizes[2] && sizes[2] < sizes[1] && sizes[1] < sizes[0],
+            "{sizes:?}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 mod error;
 mod mc;
 mod mesh;
+mod rans;
 mod tables;
 
 pub mod draco;

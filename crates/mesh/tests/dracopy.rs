@@ -5,11 +5,33 @@
 use std::path::Path;
 use std::process::Command;
 
-use cg_mesh::draco::{self, GridQuantization};
+use cg_mesh::draco::{self, DracoOptions, GridQuantization};
 use cg_mesh::{legacy, mesh_labels, simplify, BlockGeometry, Mesh, SimplifyParams};
 
-/// Writes `NAME.drc` and `NAME.expected` (the mesh Draco should decode to, legacy layout).
+/// Writes `NAME.drc` and `NAME.expected` (the mesh Draco should decode to, legacy layout),
+/// entropy coded.
 fn write_case(dir: &Path, name: &str, mesh: &Mesh, q: &GridQuantization) {
+    write_coded(dir, name, mesh, q, &DracoOptions::default());
+}
+
+/// [`write_case`] in all four codings (`NAME`, `NAME-plain-indices`, `NAME-plain-positions`,
+/// `NAME-plain`).
+fn write_all_codings(dir: &Path, name: &str, mesh: &Mesh, q: &GridQuantization) {
+    for (suffix, c, p) in [
+        ("", true, true),
+        ("-plain-indices", false, true),
+        ("-plain-positions", true, false),
+        ("-plain", false, false),
+    ] {
+        let options = DracoOptions {
+            compress_connectivity: c,
+            compress_positions: p,
+        };
+        write_coded(dir, &format!("{name}{suffix}"), mesh, q, &options);
+    }
+}
+
+fn write_coded(dir: &Path, name: &str, mesh: &Mesh, q: &GridQuantization, options: &DracoOptions) {
     let expected = Mesh {
         vertices: mesh
             .vertices
@@ -18,7 +40,7 @@ fn write_case(dir: &Path, name: &str, mesh: &Mesh, q: &GridQuantization) {
             .collect(),
         triangles: mesh.triangles.clone(),
     };
-    let bytes = draco::encode(mesh, q).unwrap();
+    let bytes = draco::encode_with(mesh, q, options).unwrap();
     // Our own decoder agrees with the expectation before Google's is asked.
     assert_eq!(draco::decode(&bytes).unwrap(), expected, "{name}");
     std::fs::write(dir.join(format!("{name}.drc")), bytes).unwrap();
@@ -56,7 +78,7 @@ fn google_decoder_reads_our_fragments_exactly() {
     one[13] = 1;
     let geo = BlockGeometry::new([100, 200, 30], res);
     let m = &mesh_labels(&one, [3; 3], &geo).unwrap()[0].mesh;
-    write_case(
+    write_all_codings(
         dir.path(),
         "voxel",
         m,
@@ -86,7 +108,7 @@ fn google_decoder_reads_our_fragments_exactly() {
         )
         .unwrap();
         for lm in mesh_labels(&block, shape, &geo).unwrap() {
-            write_case(
+            write_all_codings(
                 dir.path(),
                 &format!("chunk{i}-label{}-full", lm.label),
                 &lm.mesh,
@@ -122,7 +144,7 @@ fn google_decoder_reads_our_fragments_exactly() {
             })
             .collect(),
     };
-    write_case(
+    write_all_codings(
         dir.path(),
         "grid90000",
         &big,
