@@ -262,14 +262,16 @@ impl Mesher<'_> {
             }
             let id = self.mesh_id(label);
             let table = self.table;
+            // A loop's triangles share its vertices: look each edge up once per cell.
+            let mut ids = [NONE; 12];
             for tri in table.triangles(config) {
                 let t = tri.map(|e| {
-                    self.vertex(
-                        id,
-                        [x, y, z],
-                        e,
-                        c[EDGE_CORNERS[e as usize].0 as usize] == label,
-                    )
+                    let slot = &mut ids[e as usize];
+                    if *slot == NONE {
+                        let low_side = c[EDGE_CORNERS[e as usize].0 as usize] == label;
+                        *slot = self.vertex(id, [x, y, z], e, low_side);
+                    }
+                    *slot
                 });
                 self.meshes[id as usize].triangles.push(t);
             }
