@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use cg_mesh::distance::SurfaceIndex;
 use cg_mesh::draco::{self, GridQuantization};
 use cg_mesh::{legacy, mesh_labels, simplify, simplify_many, BlockGeometry, Mesh, SimplifyParams};
 
@@ -425,7 +426,7 @@ fn measure_errors<'a>(
         if s.triangles.is_empty() {
             continue;
         }
-        let grid = TriangleGrid::new(s, 20.0);
+        let grid = SurfaceIndex::new(s, 20.0);
         for v in &orig.vertices {
             match grid.distance(*v, SEARCH_NM) {
                 Some(d) => {
@@ -440,7 +441,7 @@ fn measure_errors<'a>(
             }
             count += 1;
         }
-        let grid = TriangleGrid::new(orig, 20.0);
+        let grid = SurfaceIndex::new(orig, 20.0);
         for v in &s.vertices {
             match grid.distance(*v, SEARCH_NM) {
                 Some(d) => e.to_original_max = e.to_original_max.max(d),
@@ -451,152 +452,6 @@ fn measure_errors<'a>(
     e.to_simplified_mean /= count.max(1) as f64;
     e.vertices = count;
     e
-}
-
-/// Triangles bucketed in a uniform grid, for nearest-surface queries.
-struct TriangleGrid<'a> {
-    mesh: &'a Mesh,
-    cell: f64,
-    lo: [f64; 3],
-    dims: [i64; 3],
-    start: Vec<u32>,
-    items: Vec<u32>,
-}
-
-impl<'a> TriangleGrid<'a> {
-    fn new(mesh: &'a Mesh, cell: f64) -> Self {
-        let (lo, hi) = mesh.bounds().unwrap_or(([0.0; 3], [0.0; 3]));
-        let lo = lo.map(f64::from);
-        let dims: [i64; 3] =
-            std::array::from_fn(|i| ((hi[i] as f64 - lo[i]) / cell).floor() as i64 + 1);
-        let ncell = (dims[0] * dims[1] * dims[2]) as usize;
-        let cell_of = |p: [f64; 3]| -> [i64; 3] {
-            std::array::from_fn(|i| (((p[i] - lo[i]) / cell).floor() as i64).clamp(0, dims[i] - 1))
-        };
-        let index = |c: [i64; 3]| ((c[2] * dims[1] + c[1]) * dims[0] + c[0]) as usize;
-        let mut pairs: Vec<(u32, u32)> = Vec::new();
-        for (ti, t) in mesh.triangles.iter().enumerate() {
-            let p = t.map(|i| mesh.vertices[i as usize].map(f64::from));
-            let a = cell_of(std::array::from_fn(|i| p[0][i].min(p[1][i]).min(p[2][i])));
-            let b = cell_of(std::array::from_fn(|i| p[0][i].max(p[1][i]).max(p[2][i])));
-            for z in a[2]..=b[2] {
-                for y in a[1]..=b[1] {
-                    for x in a[0]..=b[0] {
-                        pairs.push((index([x, y, z]) as u32, ti as u32));
-                    }
-                }
-            }
-        }
-        pairs.sort_unstable();
-        let mut start = vec![0u32; ncell + 1];
-        for &(c, _) in &pairs {
-            start[c as usize + 1] += 1;
-        }
-        for i in 0..ncell {
-            start[i + 1] += start[i];
-        }
-        Self {
-            mesh,
-            cell,
-            lo,
-            dims,
-            start,
-            items: pairs.into_iter().map(|p| p.1).collect(),
-        }
-    }
-
-    /// Distance from `p` to the nearest triangle, if one lies within `limit`.
-    fn distance(&self, p: [f32; 3], limit: f64) -> Option<f64> {
-        let p = p.map(f64::from);
-        let c: [i64; 3] = std::array::from_fn(|i| ((p[i] - self.lo[i]) / self.cell).floor() as i64);
-        let mut best = f64::INFINITY;
-        let rings = (limit / self.cell).ceil() as i64 + 1;
-        for r in 0..=rings {
-            for z in c[2] - r..=c[2] + r {
-                for y in c[1] - r..=c[1] + r {
-                    for x in c[0] - r..=c[0] + r {
-                        let on_shell =
-                            (z - c[2]).abs() == r || (y - c[1]).abs() == r || (x - c[0]).abs() == r;
-                        if !on_shell
-                            || x < 0
-                            || y < 0
-                            || z < 0
-                            || x >= self.dims[0]
-                            || y >= self.dims[1]
-                            || z >= self.dims[2]
-                        {
-                            continue;
-                        }
-                        let k = ((z * self.dims[1] + y) * self.dims[0] + x) as usize;
-                        for &ti in &self.items[self.start[k] as usize..self.start[k + 1] as usize] {
-                            let t = self.mesh.triangles[ti as usize]
-                                .map(|i| self.mesh.vertices[i as usize].map(f64::from));
-                            best = best.min(point_triangle_distance(p, t));
-                        }
-                    }
-                }
-            }
-            // Everything within r cells of p's cell has been seen.
-            if best <= r as f64 * self.cell {
-                break;
-            }
-        }
-        (best <= limit).then_some(best)
-    }
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-/// Closest-point distance from `p` to triangle `t` (Ericson, Real-Time Collision Detection,
-/// 5.1.5: regions of the triangle's Voronoi diagram).
-fn point_triangle_distance(p: [f64; 3], [a, b, c]: [[f64; 3]; 3]) -> f64 {
-    let (ab, ac, ap) = (sub(b, a), sub(c, a), sub(p, a));
-    let (d1, d2) = (dot(ab, ap), dot(ac, ap));
-    let at = |u: f64, v: f64| -> f64 {
-        let q = [
-            a[0] + ab[0] * u + ac[0] * v,
-            a[1] + ab[1] * u + ac[1] * v,
-            a[2] + ab[2] * u + ac[2] * v,
-        ];
-        dot(sub(p, q), sub(p, q)).sqrt()
-    };
-    if d1 <= 0.0 && d2 <= 0.0 {
-        return at(0.0, 0.0);
-    }
-    let bp = sub(p, b);
-    let (d3, d4) = (dot(ab, bp), dot(ac, bp));
-    if d3 >= 0.0 && d4 <= d3 {
-        return at(1.0, 0.0);
-    }
-    let vc = d1 * d4 - d3 * d2;
-    if vc <= 0.0 && d1 >= 0.0 && d3 <= 0.0 {
-        return at(d1 / (d1 - d3), 0.0);
-    }
-    let cp = sub(p, c);
-    let (d5, d6) = (dot(ab, cp), dot(ac, cp));
-    if d6 >= 0.0 && d5 <= d6 {
-        return at(0.0, 1.0);
-    }
-    let vb = d5 * d2 - d1 * d6;
-    if vb <= 0.0 && d2 >= 0.0 && d6 <= 0.0 {
-        return at(0.0, d2 / (d2 - d6));
-    }
-    let va = d3 * d6 - d5 * d4;
-    if va <= 0.0 && (d4 - d3) >= 0.0 && (d5 - d6) >= 0.0 {
-        let w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
-        return at(1.0 - w, w);
-    }
-    let denom = va + vb + vc;
-    if denom.abs() < 1e-30 {
-        // Degenerate triangle: fall back to its vertices.
-        return at(0.0, 0.0).min(at(1.0, 0.0)).min(at(0.0, 1.0));
-    }
-    at(vb / denom, vc / denom)
 }
 
 type ZmeshReport = BTreeMap<String, f64>;

@@ -19,6 +19,7 @@ mod mesh;
 mod rans;
 mod tables;
 
+pub mod distance;
 pub mod draco;
 pub mod legacy;
 mod simplify;
