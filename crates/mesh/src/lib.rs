@@ -8,7 +8,9 @@
 //!    1-voxel overlap on its high faces) in one pass. Vertex positions are functions of global
 //!    integer voxel coordinates only, so the fragments of neighbouring chunks meet exactly.
 //! 2. [`simplify`] reduces each mesh (meshoptimizer) to a target ratio under a maximum error
-//!    in nm, never moving a vertex on the block's faces.
+//!    in nm, never moving a vertex on the block's faces. That error is meshoptimizer's
+//!    area-weighted quadric estimate, not a bound on distance: thin protrusions can retract
+//!    further. [`distance::SurfaceIndex`] measures the real vertex-to-surface distances.
 //! 3. [`draco::encode`] writes a Draco fragment quantized on a grid shared by all chunks
 //!    ([`draco::GridQuantization`]); [`legacy::encode`] writes the uncompressed
 //!    precomputed format.
