@@ -827,6 +827,10 @@ impl ChunkedGraph {
                     let new_l2_ids = created_l2(&rows);
                     self.client().mutate_rows(self.table(), rows).await?;
                     recovered = Some(new_l2_ids);
+                    // As in a live edit: locks go before `done`.
+                    for &r in roots {
+                        self.unlock(r, op).await?;
+                    }
                     self.client()
                         .mutate_row(
                             self.table(),
@@ -1169,22 +1173,22 @@ impl ChunkedGraph {
         let moved = moved_nodes(&rows);
         self.client().mutate_rows(self.table(), rows).await?;
         self.cache().forget_parents(&moved);
-        // Status and unlocks together: replaying a fully applied plan (if we die in between
-        // and recovery finds it pending) rewrites identical cells.
-        let done = self.client().mutate_row(
-            self.table(),
-            schema::op_key(op),
-            vec![mutation::set_cell(
-                schema::VERSIONED,
-                schema::STATUS.to_vec(),
-                ts,
-                b"done".to_vec(),
-            )],
-        );
-        let unlocks = futures::future::try_join_all(roots.iter().map(|&r| self.unlock(r, op)));
-        let (done, unlocks) = futures::join!(done, unlocks);
-        done?;
-        unlocks?;
+        // Unlock before `done`: a process killed in between leaves the op pending with no
+        // lock, and recovery replays the (already applied, idempotent) plan and marks it.
+        // The other order could leave a done op holding a lock nobody would release.
+        futures::future::try_join_all(roots.iter().map(|&r| self.unlock(r, op))).await?;
+        self.client()
+            .mutate_row(
+                self.table(),
+                schema::op_key(op),
+                vec![mutation::set_cell(
+                    schema::VERSIONED,
+                    schema::STATUS.to_vec(),
+                    ts,
+                    b"done".to_vec(),
+                )],
+            )
+            .await?;
         tracing::debug!(
             op,
             decide_ms = decided.as_secs_f64() * 1e3,
