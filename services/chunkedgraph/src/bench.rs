@@ -448,3 +448,87 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Edits(args) => crate::bench_edit::run(args).await,
     }
 }
+
+/// Which storage backends a library benchmark runs on, in this order: Google's emulator and
+/// ours as processes on loopback, then our store embedded in-process.
+#[derive(clap::Args)]
+pub(crate) struct BackendArgs {
+    /// Google's emulator; found under the gcloud SDK by default.
+    #[arg(long)]
+    cbtemulator: Option<PathBuf>,
+    /// Leave Google's emulator out.
+    #[arg(long)]
+    only_ours: bool,
+    /// Leave our emulator process out.
+    #[arg(long)]
+    skip_ours: bool,
+    /// Leave the in-process store out.
+    #[arg(long)]
+    skip_embedded: bool,
+}
+
+/// A backend ready for a benchmark; its server (or store directory) lives as long as this.
+pub(crate) struct Connected {
+    pub(crate) name: &'static str,
+    pub(crate) client: cg_bigtable::Client,
+    /// The server process, for its resident memory; `None` when embedded.
+    pub(crate) pid: Option<u32>,
+    _server: Option<Server>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl BackendArgs {
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.only_ours {
+            out.push("cbtemulator");
+        }
+        if !self.skip_ours {
+            out.push("ours");
+        }
+        if !self.skip_embedded {
+            out.push("embedded");
+        }
+        out
+    }
+
+    /// Starts (or opens) the named backend and connects a client to it.
+    pub(crate) async fn connect(&self, name: &'static str) -> anyhow::Result<Connected> {
+        use anyhow::Context;
+        use cg_bigtable::{Config, Target};
+        let server = match name {
+            "cbtemulator" => start_google(self.cbtemulator.as_deref())?,
+            "ours" => start_ours()?,
+            _ => {
+                let dir = tempfile::tempdir()?;
+                let store = cg_emulator::open(dir.path(), cg_emulator::StoreOptions::default())
+                    .context("opening the embedded store")?;
+                let client = Config::new(Target::Channel(
+                    cg_emulator::in_process_channel(store),
+                    "bench".into(),
+                    "bench".into(),
+                ))
+                .connect()
+                .await?;
+                return Ok(Connected {
+                    name,
+                    client,
+                    pid: None,
+                    _server: None,
+                    _dir: Some(dir),
+                });
+            }
+        };
+        let client = Config::new(Target::Emulator(server.addr.to_string()))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {name} at {}", server.addr))?;
+        Ok(Connected {
+            name,
+            client,
+            pid: Some(server.child.id()),
+            _server: Some(server),
+            _dir: None,
+        })
+    }
+}

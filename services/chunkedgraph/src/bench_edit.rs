@@ -4,12 +4,11 @@
 //! long (about a thousand supervoxels each) so that a split box holds a realistic subgraph.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cg_bigtable::{Client, Config, Target};
+use cg_bigtable::Client;
 use cg_graph::edit::{EditOptions, Point};
 use cg_graph::ingest::{ingest, IngestOptions, IngestProgress, IngestSource, MemorySource};
 use cg_graph::schema::{self, Meta};
@@ -19,7 +18,7 @@ use cg_ids::{Geometry, VoxelBox};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::bench::{percentile, progress, rss_bytes, start_google, start_ours};
+use crate::bench::{percentile, progress, rss_bytes, BackendArgs};
 
 #[derive(clap::Args)]
 pub struct EditBench {
@@ -37,18 +36,8 @@ pub struct EditBench {
     /// Voxels around the split points that make the split's box.
     #[arg(long, default_value_t = 48)]
     split_margin: u64,
-    /// Google's emulator; found under the gcloud SDK by default.
-    #[arg(long)]
-    cbtemulator: Option<PathBuf>,
-    /// Leave Google's emulator out.
-    #[arg(long)]
-    only_ours: bool,
-    /// Leave our emulator process out.
-    #[arg(long)]
-    skip_ours: bool,
-    /// Leave the in-process store out.
-    #[arg(long)]
-    skip_embedded: bool,
+    #[command(flatten)]
+    backends: BackendArgs,
 }
 
 const TABLE: &str = "bench_edits";
@@ -344,13 +333,6 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn emulator_client(addr: std::net::SocketAddr) -> anyhow::Result<Client> {
-    Config::new(Target::Emulator(addr.to_string()))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
-}
-
 fn print_table(results: &[(&str, Figures)]) {
     type Get = fn(&Figures) -> String;
     let rows: [(&str, Get); 11] = [
@@ -393,31 +375,10 @@ fn print_table(results: &[(&str, Figures)]) {
 pub async fn run(args: EditBench) -> anyhow::Result<()> {
     let w = Workload::new(&args)?;
     let mut results = Vec::new();
-    if !args.only_ours {
-        let google = start_google(args.cbtemulator.as_deref())?;
-        let client = emulator_client(google.addr).await?;
-        let f = measure("cbtemulator", client, Some(google.child.id()), &w, &args).await?;
-        results.push(("cbtemulator", f));
-    }
-    if !args.skip_ours {
-        let ours = start_ours()?;
-        let client = emulator_client(ours.addr).await?;
-        let f = measure("ours", client, Some(ours.child.id()), &w, &args).await?;
-        results.push(("ours", f));
-    }
-    if !args.skip_embedded {
-        let dir = tempfile::tempdir()?;
-        let store = cg_emulator::open(dir.path(), cg_emulator::StoreOptions::default())
-            .context("opening the embedded store")?;
-        let client = Config::new(Target::Channel(
-            cg_emulator::in_process_channel(store),
-            "bench".into(),
-            "bench".into(),
-        ))
-        .connect()
-        .await?;
-        let f = measure("embedded", client, None, &w, &args).await?;
-        results.push(("embedded", f));
+    for name in args.backends.names() {
+        let b = args.backends.connect(name).await?;
+        let f = measure(b.name, b.client.clone(), b.pid, &w, &args).await?;
+        results.push((b.name, f));
     }
     print_table(&results);
     Ok(())

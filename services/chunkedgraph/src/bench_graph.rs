@@ -3,12 +3,11 @@
 //! store embedded in-process, in the same run with the same graph and the same sampled IDs.
 //! Figures are printed, not asserted.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cg_bigtable::{Client, Config, Target};
+use cg_bigtable::Client;
 use cg_graph::ingest::{ingest, IngestOptions, IngestProgress, IngestSource, MemorySource};
 use cg_graph::query::RootQuery;
 use cg_graph::schema::{self, Meta};
@@ -18,7 +17,7 @@ use cg_ids::{Geometry, VoxelBox};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::bench::{percentile, progress, rss_bytes, start_google, start_ours};
+use crate::bench::{percentile, progress, rss_bytes, BackendArgs};
 
 #[derive(clap::Args)]
 pub struct GraphBench {
@@ -31,18 +30,8 @@ pub struct GraphBench {
     /// Single root lookups measured, cold and warm.
     #[arg(long, default_value_t = 2000)]
     samples: usize,
-    /// Google's emulator; found under the gcloud SDK by default.
-    #[arg(long)]
-    cbtemulator: Option<PathBuf>,
-    /// Leave Google's emulator out.
-    #[arg(long)]
-    only_ours: bool,
-    /// Leave our emulator process out.
-    #[arg(long)]
-    skip_ours: bool,
-    /// Leave the in-process store out.
-    #[arg(long)]
-    skip_embedded: bool,
+    #[command(flatten)]
+    backends: BackendArgs,
     /// Ingest chunk tasks in flight.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -299,13 +288,6 @@ async fn measure(
     })
 }
 
-async fn emulator_client(addr: std::net::SocketAddr) -> anyhow::Result<Client> {
-    Config::new(Target::Emulator(addr.to_string()))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
-}
-
 fn fmt_dur(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 1.0 {
@@ -456,37 +438,10 @@ fn print_table(w: &Workload, results: &[(&str, Figures)]) {
 pub async fn run(args: GraphBench) -> anyhow::Result<()> {
     let w = Workload::new(&args)?;
     let mut results = Vec::new();
-    if !args.only_ours {
-        let google = start_google(args.cbtemulator.as_deref())?;
-        let client = emulator_client(google.addr).await?;
-        results.push((
-            "cbtemulator",
-            measure("cbtemulator", client, Some(google.child.id()), &w, &args).await?,
-        ));
-    }
-    if !args.skip_ours {
-        let ours = start_ours()?;
-        let client = emulator_client(ours.addr).await?;
-        results.push((
-            "ours",
-            measure("ours", client, Some(ours.child.id()), &w, &args).await?,
-        ));
-    }
-    if !args.skip_embedded {
-        let dir = tempfile::tempdir()?;
-        let store = cg_emulator::open(dir.path(), cg_emulator::StoreOptions::default())
-            .context("opening the embedded store")?;
-        let client = Config::new(Target::Channel(
-            cg_emulator::in_process_channel(store),
-            "bench".into(),
-            "bench".into(),
-        ))
-        .connect()
-        .await?;
-        results.push((
-            "embedded",
-            measure("embedded", client, None, &w, &args).await?,
-        ));
+    for name in args.backends.names() {
+        let b = args.backends.connect(name).await?;
+        let f = measure(b.name, b.client.clone(), b.pid, &w, &args).await?;
+        results.push((b.name, f));
     }
     print_table(&w, &results);
     Ok(())
