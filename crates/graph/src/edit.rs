@@ -160,34 +160,28 @@ fn simulated_crash() -> GraphError {
     })
 }
 
-/// Nodes whose parent pointer a plan rewrites.
-fn moved_nodes(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
+/// Nodes whose row a plan sets a cell of column `qualifier` on.
+fn nodes_setting(rows: &[(Vec<u8>, Vec<Mutation>)], qualifier: &[u8]) -> Vec<u64> {
     rows.iter()
         .filter(|(_, mutations)| {
             mutations.iter().any(|m| {
                 matches!(&m.mutation, Some(cg_bigtable::proto::v2::mutation::Mutation::SetCell(c))
-                    if c.column_qualifier == schema::PARENT)
+                    if c.column_qualifier == qualifier)
             })
         })
         .filter_map(|(key, _)| cg_ids::parse_row_key(key).ok())
         .collect()
 }
 
+/// Nodes whose parent pointer a plan rewrites.
+fn moved_nodes(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
+    nodes_setting(rows, schema::PARENT)
+}
+
 /// Layer-2 nodes a plan creates: the rows that get a children cell.
 fn created_l2(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
-    let mut out = Vec::new();
-    for (key, mutations) in rows {
-        let Ok(id) = cg_ids::parse_row_key(key) else {
-            continue;
-        };
-        let sets_children = mutations.iter().any(|m| {
-            matches!(&m.mutation, Some(cg_bigtable::proto::v2::mutation::Mutation::SetCell(c))
-                if c.column_qualifier == schema::CHILDREN)
-        });
-        if layer_of(id) == 2 && sets_children {
-            out.push(id);
-        }
-    }
+    let mut out = nodes_setting(rows, schema::CHILDREN);
+    out.retain(|&id| layer_of(id) == 2);
     out
 }
 
@@ -846,8 +840,11 @@ impl ChunkedGraph {
                 }
             }
         }
-        for &r in roots {
-            self.unlock(r, op).await?;
+        // A replayed edit released its locks above, before `done`.
+        if recovered.is_none() {
+            for &r in roots {
+                self.unlock(r, op).await?;
+            }
         }
         self.clear_cache_parents();
         if let Some(new_l2_ids) = recovered {
