@@ -38,13 +38,34 @@ async fn pipeline_output_is_served_and_matches_the_ground_truth() {
     // A re-run finds everything done.
     assert!(pipeline(&data).contains("already built"));
 
+    // Export the root-ID segmentation of the test box before the server takes the storage.
+    let (min, max) = ([100i64, 100, 20], [260i64, 260, 100]);
+    let exported = dir.path().join("roots.npy");
+    let out = Command::new(chunkedgraph_bin())
+        .args(["export", "--table", "p", "--data-dir", &data])
+        .arg("--bbox")
+        .arg(format!(
+            "{},{},{},{},{},{}",
+            min[0], min[1], min[2], max[0], max[1], max[2]
+        ))
+        .arg("--out")
+        .arg(&exported)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running chunkedgraph export");
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = cg_volume::npy::read_as::<u64>(&exported).expect("read the export");
+
     let server = ServeProcess::start(&["--data-dir", &data], &[]);
     let http = reqwest::Client::new();
     // The supervoxels of a box that crosses chunk faces, read back from the written volume.
     let volume = Volume::open(&format!("file://{data}/segmentation"))
         .await
         .expect("open the supervoxel volume");
-    let (min, max) = ([100i64, 100, 20], [260i64, 260, 100]);
     let svs = volume
         .read_box::<u64>(0, BBox::new(min, max))
         .await
@@ -112,6 +133,11 @@ async fn pipeline_output_is_served_and_matches_the_ground_truth() {
             }
         }
     }
+    assert_eq!(exported.shape(), [bz, by, bx], "export shape (z, y, x)");
+    assert!(
+        exported.data() == seg.as_slice(),
+        "the export differs from the served roots of the supervoxel volume"
+    );
     let scores = cg_segmentation::evaluate(&seg, &gt).expect("scores");
     eprintln!("served roots against the ground truth: {scores:?}");
     assert!(scores.arand < 0.05, "adapted Rand error {}", scores.arand);

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_edit;
 mod bench_graph;
+mod export;
 mod grpc;
 mod ingest_cmd;
 mod pipeline;
@@ -50,6 +51,8 @@ enum Command {
         #[command(subcommand)]
         what: pipeline::PipelineCommand,
     },
+    /// Write the root-ID segmentation of a box at a timestamp as a `.npy` (uint64, z y x).
+    Export(Box<export::ExportArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -134,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => server::run(args).await,
             Command::Pipeline { what } => pipeline::run(what).await,
             Command::Quickstart(args) => quickstart::run(args).await,
+            Command::Export(args) => export::run(*args).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })
