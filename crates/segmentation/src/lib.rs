@@ -11,6 +11,8 @@
 //!   down to a threshold, with its merge history.
 //! - [`metrics`]: adapted Rand error and variation of information against ground truth.
 //! - [`synthetic`]: seeded Voronoi volumes with ground truth and noisy boundary maps.
+//! - [`defects`]: boundary maps with the defects of real predictions (gaps, false membranes,
+//!   correlated noise, weak sections) over any label volume.
 //! - [`npy`]: a minimal `.npy` reader and writer for fixtures and benchmarks.
 //!
 //! Volumes are C-order arrays with axes (z, y, x); a shape is `[nz, ny, nx]`.
@@ -49,6 +51,7 @@
 
 pub mod affinity;
 pub mod agglomeration;
+pub mod defects;
 pub mod metrics;
 pub mod npy;
 pub mod region_graph;
