@@ -249,6 +249,12 @@ pub struct IngestOptions {
     pub concurrency: usize,
     /// Rows per MutateRows request.
     pub batch_rows: usize,
+    /// Run only this layer's tasks (2 = the supervoxel chunks), for distributed ingests that
+    /// run one layer at a time. Every task of the layer below must be finished.
+    pub layer: Option<u8>,
+    /// Run only the tasks `i` with `i % count == index` (in chunk order) of each layer run:
+    /// `(index, count)`, e.g. a Kubernetes job's completion index and completions.
+    pub shard: Option<(u32, u32)>,
 }
 
 impl Default for IngestOptions {
@@ -256,6 +262,8 @@ impl Default for IngestOptions {
         IngestOptions {
             concurrency: 8,
             batch_rows: 5000,
+            layer: None,
+            shard: None,
         }
     }
 }
@@ -321,10 +329,59 @@ pub async fn ingest(
         geometry.chunk_id(1, c)?;
     }
     let plan = plan(&geometry, &l2);
-    let total: u64 = plan.iter().map(|l| l.len() as u64).sum();
+    if let Some((index, count)) = options.shard {
+        if count == 0 || index >= count {
+            return Err(GraphError::InvalidInput(format!(
+                "shard {index} of {count}: the index must be below the count"
+            )));
+        }
+    }
+    let last = geometry.n_layers.max(2);
+    if let Some(l) = options.layer {
+        if !(2..=last).contains(&l) {
+            return Err(GraphError::InvalidInput(format!(
+                "layer {l}: this graph builds layers 2 to {last}"
+            )));
+        }
+        if l > 2 {
+            let below = &plan[l as usize - 3];
+            let finished = finished_chunks(graph, l - 1, below).await?;
+            if finished.len() < below.len() {
+                return Err(GraphError::InvalidInput(format!(
+                    "layer {}: {} of {} chunk tasks are not finished; run that layer first",
+                    l - 1,
+                    below.len() - finished.len(),
+                    below.len()
+                )));
+            }
+        }
+    }
+    // This run's share of each layer, in chunk order; `plan` stays whole for the upper
+    // tasks, which look up which child chunks exist.
+    let share: Vec<Vec<ChunkCoord>> = plan
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, chunks)| {
+            let layer = i as u8 + 2;
+            if options.layer.is_some_and(|l| l != layer) {
+                return Vec::new();
+            }
+            match options.shard {
+                Some((index, count)) => chunks
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k as u64 % u64::from(count) == u64::from(index))
+                    .map(|(_, c)| c)
+                    .collect(),
+                None => chunks,
+            }
+        })
+        .collect();
+    let total: u64 = share.iter().map(|l| l.len() as u64).sum();
     let mut report = IngestReport::default();
     let mut done = 0u64;
-    for (i, chunks) in plan.iter().enumerate() {
+    for (i, chunks) in share.iter().enumerate() {
         let layer = i as u8 + 2;
         let finished = finished_chunks(graph, layer, chunks).await?;
         done += finished.len() as u64;

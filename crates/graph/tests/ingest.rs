@@ -175,6 +175,7 @@ async fn interrupted_ingest_resumes_to_the_same_graph() {
         let opts = IngestOptions {
             concurrency: 2,
             batch_rows: 7,
+            ..Default::default()
         };
         tokio::select! {
             r = ingest(&cut_graph, cut.source.clone(), &opts, &progress) => { r.expect("ingest"); }
@@ -206,6 +207,69 @@ async fn interrupted_ingest_resumes_to_the_same_graph() {
     .expect("rerun");
     assert_eq!(again.tasks_run.iter().sum::<u64>(), 0);
     assert_eq!(dump(&c, "whole").await, dump(&c, "cut").await);
+}
+
+/// A distributed ingest runs one layer at a time, each in shards (a Kubernetes Indexed Job
+/// per layer); the table must come out cell for cell like a one-process ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_layer_by_layer_ingest_equals_the_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = client(dir.path()).await;
+    let p = params(13, [4, 4, 2], 40);
+    let whole = fixture(c.clone(), "whole", p.clone()).await;
+    ingest(
+        &whole.graph,
+        whole.source.clone(),
+        &IngestOptions::default(),
+        &|_| {},
+    )
+    .await
+    .expect("ingest");
+    let n_layers = whole.graph.geometry().n_layers;
+    assert!(n_layers >= 4, "{n_layers} layers");
+
+    let sharded = fixture(c.clone(), "sharded", p).await;
+    let meta = Meta {
+        ingest_timestamp_micros: whole.graph.meta().ingest_timestamp_micros,
+        ..sharded.graph.meta().clone()
+    };
+    c.admin().delete_table("sharded").await.expect("drop");
+    let g = ChunkedGraph::create(c.clone(), "sharded", meta)
+        .await
+        .expect("create");
+    let run = |layer: u8, shard: (u32, u32)| {
+        let g = g.clone();
+        let source = sharded.source.clone();
+        async move {
+            let opts = IngestOptions {
+                layer: Some(layer),
+                shard: Some(shard),
+                ..Default::default()
+            };
+            ingest(&g, source, &opts, &|_| {}).await
+        }
+    };
+    // Layer 3 before layer 2 is complete is refused, naming the unfinished layer.
+    run(2, (0, 3)).await.expect("layer 2, shard 0");
+    let err = run(3, (0, 1)).await.expect_err("layer 3 too early");
+    assert!(err.to_string().contains("layer 2"), "{err}");
+    for i in 1..3 {
+        run(2, (i, 3)).await.expect("layer 2");
+    }
+    for layer in 3..=n_layers {
+        // Shards in reverse order and one run twice: order and repeats do not matter.
+        for i in (0..2).rev() {
+            run(layer, (i, 2)).await.expect("upper layer");
+        }
+        let again = run(layer, (0, 2)).await.expect("repeat");
+        assert_eq!(again.tasks_run.iter().sum::<u64>(), 0, "{again:?}");
+    }
+    assert_eq!(dump(&c, "whole").await, dump(&c, "sharded").await);
+    assert!(
+        run(2, (3, 3)).await.is_err(),
+        "index must be below the count"
+    );
+    assert!(run(n_layers + 1, (0, 1)).await.is_err(), "no such layer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
