@@ -51,6 +51,7 @@
 
 pub mod affinity;
 pub mod agglomeration;
+pub mod chunked;
 pub mod defects;
 pub mod metrics;
 pub mod npy;
@@ -86,6 +87,8 @@ pub enum SegError {
     },
     #[error("invalid parameter: {0}")]
     Param(String),
+    #[error("chunked segmentation: {0}")]
+    Chunked(String),
     #[error(transparent)]
     Npy(#[from] npy::NpyError),
 }

@@ -64,7 +64,7 @@ impl Default for WatershedParams {
 }
 
 impl WatershedParams {
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let ok = |v: f32| v.is_finite();
         if !(ok(self.t_low) && ok(self.t_high) && ok(self.t_merge)) {
             return Err(SegError::Param(format!(
@@ -132,22 +132,22 @@ pub const FROZEN_BIT: u64 = 1 << 63;
 
 // Directions: 0..3 step back along z, y, x; 3..6 step forward. Bit d of a voxel's steepest-
 // ascent byte says it keeps its edge in direction d.
-const fn opposite(d: usize) -> usize {
+pub(crate) const fn opposite(d: usize) -> usize {
     (d + 3) % 6
 }
 
-fn offsets(shape: [usize; 3]) -> [isize; 6] {
+pub(crate) fn offsets(shape: [usize; 3]) -> [isize; 6] {
     let [_, ny, nx] = shape;
     let (sz, sy) = ((ny * nx) as isize, nx as isize);
     [-sz, -sy, -1, sz, sy, 1]
 }
 
 /// Parent codes: 0..6 is the direction of the voxel this one flows to.
-const UNRESOLVED: u8 = 6;
-const NONE: u8 = 7;
+pub(crate) const UNRESOLVED: u8 = 6;
+pub(crate) const NONE: u8 = 7;
 
 /// Step 1: the steepest-ascent byte of every voxel.
-fn steepest_ascent(affs: &Affinities, t_low: f32, t_high: f32) -> Vec<u8> {
+pub(crate) fn steepest_ascent(affs: &Affinities, t_low: f32, t_high: f32) -> Vec<u8> {
     let shape = affs.shape();
     let [nz, ny, nx] = shape;
     let n = voxel_count(shape);
@@ -197,7 +197,7 @@ fn steepest_ascent(affs: &Affinities, t_low: f32, t_high: f32) -> Vec<u8> {
 
 /// The edges each voxel keeps that the neighbour keeps too (plateau edges), as a byte like
 /// the steepest-ascent byte.
-fn kept_both_ways(shape: [usize; 3], bits: &[u8]) -> Vec<u8> {
+pub(crate) fn kept_both_ways(shape: [usize; 3], bits: &[u8]) -> Vec<u8> {
     let [nz, ny, nx] = shape;
     let sxy = ny * nx;
     let mut both = vec![0u8; bits.len()];
@@ -241,8 +241,14 @@ fn kept_both_ways(shape: [usize; 3], bits: &[u8]) -> Vec<u8> {
 }
 
 /// Step 2: every voxel's parent direction; plateau voxels go to their nearest exit.
-/// Consumes the steepest-ascent bytes (the parent codes take their place).
-fn divide_plateaus(shape: [usize; 3], mut bits: Vec<u8>, both: &[u8]) -> Vec<u8> {
+/// Consumes the steepest-ascent bytes (the parent codes take their place). With `levels`,
+/// records each plateau voxel's distance to its exit (exits 0; others keep their value).
+pub(crate) fn divide_plateaus(
+    shape: [usize; 3],
+    mut bits: Vec<u8>,
+    both: &[u8],
+    mut levels: Option<&mut [u32]>,
+) -> Vec<u8> {
     let off = offsets(shape);
     let mut queue: Vec<u32> = Vec::new();
     for (i, (b, &p)) in bits.iter_mut().zip(both).enumerate() {
@@ -267,6 +273,12 @@ fn divide_plateaus(shape: [usize; 3], mut bits: Vec<u8>, both: &[u8]) -> Vec<u8>
     while head < queue.len() {
         let i = queue[head] as usize;
         head += 1;
+        let next = levels.as_deref_mut().map(|l| {
+            if l[i] == u32::MAX {
+                l[i] = 0;
+            }
+            l[i] + 1
+        });
         let mut p = both[i];
         while p != 0 {
             let d = p.trailing_zeros() as usize;
@@ -274,6 +286,9 @@ fn divide_plateaus(shape: [usize; 3], mut bits: Vec<u8>, both: &[u8]) -> Vec<u8>
             let j = (i as isize + off[d]) as usize;
             if parent[j] == UNRESOLVED {
                 parent[j] = opposite(d) as u8;
+                if let (Some(l), Some(next)) = (levels.as_deref_mut(), next) {
+                    l[j] = next;
+                }
                 queue.push(j as u32);
             }
         }
@@ -361,7 +376,7 @@ fn basins_with_plateaus(affs: &Affinities, t_low: f32, t_high: f32) -> (Vec<u32>
     let shape = affs.shape();
     let bits = steepest_ascent(affs, t_low, t_high);
     let both = kept_both_ways(shape, &bits);
-    let parent = divide_plateaus(shape, bits, &both);
+    let parent = divide_plateaus(shape, bits, &both, None);
     let (labels, count) = label_basins(shape, &both, &parent);
     (labels, count, both)
 }
@@ -385,23 +400,23 @@ pub fn basins(affs: &Affinities, t_low: f32, t_high: f32) -> Result<Basins> {
 }
 
 /// What size-dependent merging decided, per basin (node of the basin graph).
-struct SizeMerge {
+pub(crate) struct SizeMerge {
     /// Root of each basin's segment.
-    root: Vec<u32>,
+    pub(crate) root: Vec<u32>,
     /// Per root: voxels, and whether frozen.
-    size: Vec<u64>,
-    frozen: Vec<bool>,
+    pub(crate) size: Vec<u64>,
+    pub(crate) frozen: Vec<bool>,
 }
 
 impl SizeMerge {
-    fn removed(&self, root: u32, params: &WatershedParams) -> bool {
+    pub(crate) fn removed(&self, root: u32, params: &WatershedParams) -> bool {
         !self.frozen[root as usize] && self.size[root as usize] < params.t_dust
     }
 }
 
 /// Steps 4 and 5 on a basin graph. `keys` orders equal-weight edges (global first voxels);
 /// `frozen` marks basins whose fate depends on voxels not seen (chunk mode).
-fn size_merge(
+pub(crate) fn size_merge(
     sizes: &[u64],
     keys: &[u64],
     edges: &[RegionEdge],
