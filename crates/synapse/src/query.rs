@@ -107,8 +107,11 @@ impl SynapseStore {
                 .check(r)
                 .map_err(|e| SynapseError::InvalidInput(format!("root {r}: {e}")))?;
         }
-        let leaves: Vec<Vec<u64>> = futures::stream::iter(roots.iter().copied())
-            .map(|r| async move { g.leaves(r, None, 1).await })
+        let leaves: Vec<Vec<u64>> = futures::stream::iter(roots.to_vec())
+            .map(|r| {
+                let g = g.clone();
+                async move { g.leaves(r, None, 1).await }
+            })
             .buffered(LEAVES_IN_FLIGHT)
             .try_collect()
             .await?;

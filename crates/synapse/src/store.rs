@@ -119,15 +119,18 @@ impl SynapseStore {
         }
         report.rows = rows.len() as u64;
         report.cells = rows.iter().map(|r| r.1.len() as u64).sum();
-        let client = self.graph.client();
-        let table = self.graph.table();
         let mut batches = Vec::new();
         while !rows.is_empty() {
             let rest = rows.split_off(rows.len().min(ROWS_PER_WRITE));
             batches.push(std::mem::replace(&mut rows, rest));
         }
+        // Each request owns what it needs, so the stream is Send for any caller.
         futures::stream::iter(batches)
-            .map(|batch| client.mutate_rows(table, batch))
+            .map(|batch| {
+                let client = self.graph.client().clone();
+                let table = self.graph.table().to_string();
+                async move { client.mutate_rows(&table, batch).await }
+            })
             .buffer_unordered(WRITES_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
@@ -157,14 +160,15 @@ impl SynapseStore {
             [one] => side_filter(*one),
             _ => filter::family(schema::FAMILY),
         };
-        let client = self.graph.client();
-        let table = self.graph.table();
-        let mut reads = futures::stream::iter(keys.chunks(KEYS_PER_READ))
+        let batches: Vec<Vec<u64>> = keys.chunks(KEYS_PER_READ).map(<[u64]>::to_vec).collect();
+        let mut reads = futures::stream::iter(batches)
             .map(|batch| {
                 let read = ReadRows::new()
                     .keys(batch.iter().map(|&sv| schema::row_key(sv)))
                     .filter(f_sides.clone());
-                client.read_rows_vec(table, read)
+                let client = self.graph.client().clone();
+                let table = self.graph.table().to_string();
+                async move { client.read_rows_vec(&table, read).await }
             })
             .buffer_unordered(READS_IN_FLIGHT);
         while let Some(rows) = reads.next().await {

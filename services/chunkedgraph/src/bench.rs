@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Graph(crate::bench_graph::GraphBench),
     /// Merge, undo and multicut split latencies on each backend.
     Edits(crate::bench_edit::EditBench),
+    /// Synapses of roots and connectivity matrices over 10M synthetic synapses.
+    Synapses(crate::bench_synapse::SynapseBench),
 }
 
 #[derive(clap::Args)]
@@ -446,6 +448,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Bigtable(args) => bigtable(args).await,
         BenchCommand::Graph(args) => crate::bench_graph::run(args).await,
         BenchCommand::Edits(args) => crate::bench_edit::run(args).await,
+        BenchCommand::Synapses(args) => crate::bench_synapse::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_edit;
 mod bench_graph;
+mod bench_synapse;
 mod export;
 mod grpc;
 mod ingest_cmd;
@@ -10,6 +11,7 @@ mod pipeline;
 mod quickstart;
 mod server;
 mod storage;
+mod synapses_cmd;
 mod synthetic_seg;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.
@@ -50,6 +52,11 @@ enum Command {
     Pipeline {
         #[command(subcommand)]
         what: pipeline::PipelineCommand,
+    },
+    /// Synapses: map a synapse table (or cleft volume) to supervoxels and store it.
+    Synapses {
+        #[command(subcommand)]
+        what: synapses_cmd::SynapsesCommand,
     },
     /// Write the root-ID segmentation of a box at a timestamp as a `.npy` (uint64, z y x).
     Export(Box<export::ExportArgs>),
@@ -138,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pipeline { what } => pipeline::run(what).await,
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Export(args) => export::run(*args).await,
+            Command::Synapses { what } => synapses_cmd::run(what).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })

@@ -15,6 +15,7 @@ mod history;
 mod lookups;
 mod metrics;
 mod openapi;
+mod synapses;
 mod versions;
 
 use std::collections::HashMap;
@@ -242,6 +243,7 @@ fn routes() -> Router<Shared> {
         .route(&v1("/undo"), post(edits::undo))
         .route(&v1("/redo"), post(edits::redo))
         .merge(history::routes())
+        .merge(synapses::routes())
         .merge(metrics::routes())
         .merge(auth::routes())
         .fallback(not_found)

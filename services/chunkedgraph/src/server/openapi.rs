@@ -119,6 +119,19 @@ const TOKEN: Param = q(
     "the bearer token, when neither the Authorization header nor the cookie can carry it",
 );
 
+const DIRECTION: Param = q(
+    "direction",
+    "string",
+    "output (the root is presynaptic), input (postsynaptic) or both (default)",
+);
+const SYNAPSE_FORMAT: Param = q(
+    "format",
+    "string",
+    "json (default) or csv (pandas.read_csv reads it directly)",
+);
+const OFFSET: Param = q("offset", "integer", "skip this many rows (paging)");
+const LIMIT: Param = q("limit", "integer", "at most this many rows (default all)");
+
 const VIEW: Access = Access::Table(Permission::View);
 const EDIT: Access = Access::Table(Permission::Edit);
 
@@ -489,6 +502,38 @@ pub const ROUTES: &[RouteDoc] = &[
         query: &[DELIMITER],
         body: Body::None,
         answers: "{\"iso\": \"...\"}",
+    },
+    RouteDoc {
+        path: "/segmentation/api/v1/table/{table}/root/{root}/synapses",
+        methods: &["GET"],
+        access: VIEW,
+        summary: "The root's synapses at a timestamp, both sides resolved to roots then (sorted by synapse ID; streamed, no row cap).",
+        query: &[DIRECTION, TIMESTAMP, SYNAPSE_FORMAT, OFFSET, LIMIT, INT64_AS_STR],
+        body: Body::None,
+        answers: "JSON records {id, pre_pt_position, post_pt_position, pre_pt_supervoxel_id, post_pt_supervoxel_id, pre_pt_root_id, post_pt_root_id, size, score}, or CSV with the positions as _x/_y/_z columns; X-Total-Count header",
+    },
+    RouteDoc {
+        path: "/segmentation/api/v1/table/{table}/root/{root}/synaptic_partners",
+        methods: &["GET"],
+        access: VIEW,
+        summary: "The roots the root shares synapses with at a timestamp, most synapses first.",
+        query: &[DIRECTION, TIMESTAMP, SYNAPSE_FORMAT, OFFSET, LIMIT, INT64_AS_STR],
+        body: Body::None,
+        answers: "JSON records or CSV: partner_root_id, n_synapses, n_outputs, n_inputs, sum_size",
+    },
+    RouteDoc {
+        path: "/segmentation/api/v1/table/{table}/synapses/connectivity",
+        methods: &["GET", "POST"],
+        access: VIEW,
+        summary: "Synapse counts among a set of roots at a timestamp (row: presynaptic root, column: postsynaptic root).",
+        query: &[
+            q("root_ids", "string", "the roots, comma-separated (instead of the body)"),
+            TIMESTAMP,
+            SYNAPSE_FORMAT,
+            INT64_AS_STR,
+        ],
+        body: Body::Json(ROOT_IDS),
+        answers: "{\"root_ids\", \"counts\": [[n]], \"sizes\": [[sum]]}, or CSV pre_pt_root_id,post_pt_root_id,n_synapses,sum_size for the non-zero pairs",
     },
     RouteDoc {
         path: "/auth/api/v1/user/cache",
