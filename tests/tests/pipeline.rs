@@ -167,3 +167,176 @@ async fn pipeline_output_is_served_and_matches_the_ground_truth() {
         );
     }
 }
+
+/// Writes a (z, y, x) float32 array as an uncompressed zarr v2 array, chunked.
+fn write_zarr(dir: &std::path::Path, shape: [usize; 3], chunk: [usize; 3], data: &[f32]) {
+    std::fs::create_dir_all(dir).expect("zarr dir");
+    let meta = json!({
+        "zarr_format": 2, "shape": shape, "chunks": chunk, "dtype": "<f4",
+        "compressor": null, "fill_value": 0.0, "order": "C", "filters": null
+    });
+    std::fs::write(dir.join(".zarray"), meta.to_string()).expect("write .zarray");
+    let grid = [0, 1, 2].map(|a| shape[a].div_ceil(chunk[a]));
+    for cz in 0..grid[0] {
+        for cy in 0..grid[1] {
+            for cx in 0..grid[2] {
+                let mut bytes = Vec::with_capacity(chunk.iter().product::<usize>() * 4);
+                for z in 0..chunk[0] {
+                    for y in 0..chunk[1] {
+                        for x in 0..chunk[2] {
+                            let g = [cz * chunk[0] + z, cy * chunk[1] + y, cx * chunk[2] + x];
+                            let v = if (0..3).all(|a| g[a] < shape[a]) {
+                                data[(g[0] * shape[1] + g[1]) * shape[2] + g[2]]
+                            } else {
+                                0.0
+                            };
+                            bytes.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                }
+                std::fs::write(dir.join(format!("{cz}.{cy}.{cx}")), bytes).expect("chunk");
+            }
+        }
+    }
+}
+
+fn export_all(data: &str, out: &std::path::Path) -> Vec<u64> {
+    let o = Command::new(chunkedgraph_bin())
+        .args(["export", "--table", "k", "--data-dir", data, "--out"])
+        .arg(out)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running chunkedgraph export");
+    assert!(
+        o.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    cg_volume::npy::read_as::<u64>(out)
+        .expect("read the export")
+        .into_data()
+}
+
+/// The distributed path: every step of `pipeline plan` run as separate processes, one per
+/// shard as a Kubernetes Indexed Job's pods would (JOB_COMPLETION_INDEX), shards out of
+/// order, one shard run twice (a retried pod) and one killed mid-way and rerun (a preempted
+/// pod), on a zarr input; the graph must come out as `pipeline run` builds it from the same
+/// volume in one process.
+#[test]
+fn tasks_run_as_indexed_jobs_build_the_same_graph() {
+    let size = [96usize, 80, 48]; // x, y, z
+    let chunk = "32,32,16";
+    let syn = voronoi(&VoronoiParams {
+        shape: [size[2], size[1], size[0]],
+        seed: 3,
+        ..Default::default()
+    })
+    .expect("synthetic volume");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zarr = dir.path().join("boundary.zarr");
+    write_zarr(
+        &zarr,
+        [size[2], size[1], size[0]],
+        [16, 32, 32],
+        &syn.boundary,
+    );
+
+    // One process, from the same volume generated in memory.
+    let one = dir.path().join("one");
+    let one = one.to_str().expect("utf-8");
+    let out = Command::new(chunkedgraph_bin())
+        .args(["pipeline", "run", "--table", "k", "--data-dir", one])
+        .args([
+            "--synthetic",
+            &format!("{},{},{}", size[0], size[1], size[2]),
+        ])
+        .args(["--seed", "3", "--chunk-size", chunk])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("pipeline run");
+    assert!(
+        out.status.success(),
+        "pipeline run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let many = dir.path().join("many");
+    let many = many.to_str().expect("utf-8").to_string();
+    let common = |cmd: &mut Command| {
+        cmd.args(["--table", "k", "--data-dir", &many])
+            .arg("--input")
+            .arg(&zarr)
+            .args(["--input-kind", "boundary", "--chunk-size", chunk])
+            .env("RUST_LOG", "warn");
+    };
+    let mut plan = Command::new(chunkedgraph_bin());
+    plan.args(["pipeline", "plan"]);
+    common(&mut plan);
+    let plan = plan.output().expect("pipeline plan");
+    assert!(
+        plan.status.success(),
+        "plan failed: {}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let steps: Vec<(String, u64)> = String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("plan line is JSON");
+            (
+                v["step"].as_str().expect("step").to_string(),
+                v["tasks"].as_u64().expect("tasks"),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(&names[..3], ["prepare", "segment", "supervoxels"]);
+    assert!(
+        names[3..].iter().all(|s| s.starts_with("ingest-")),
+        "{names:?}"
+    );
+
+    let task = |step: &str, index: u64, count: u64| {
+        let mut cmd = Command::new(chunkedgraph_bin());
+        cmd.args(["pipeline", "task", "--step", step])
+            .args(["--shard-count", &count.to_string()])
+            .env("JOB_COMPLETION_INDEX", index.to_string());
+        common(&mut cmd);
+        cmd
+    };
+    // A later step before its inputs exist is refused with a reason.
+    let early = task("supervoxels", 0, 1).output().expect("early task");
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("not finished"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    for (step, tasks) in &steps {
+        let count = (*tasks).clamp(1, 3);
+        for index in (0..count).rev() {
+            if step == "supervoxels" && index == count - 1 {
+                // A preempted pod: killed as soon as it started, then run again.
+                let mut child = task(step, index, count).spawn().expect("spawn");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let out = task(step, index, count).output().expect("task");
+            assert!(
+                out.status.success(),
+                "step {step} shard {index}/{count} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // A retried pod finds its work done.
+        let again = task(step, 0, count).output().expect("retry");
+        assert!(again.status.success(), "retry of {step} failed");
+    }
+
+    let a = export_all(one, &dir.path().join("one.npy"));
+    let b = export_all(&many, &dir.path().join("many.npy"));
+    assert_eq!(a.len(), size.iter().product::<usize>());
+    assert!(a == b, "the distributed run built another segmentation");
+    let roots: std::collections::HashSet<u64> = a.iter().copied().filter(|&r| r != 0).collect();
+    assert!(roots.len() > 10, "only {} roots", roots.len());
+}
