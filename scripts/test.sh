@@ -5,8 +5,10 @@
 # (Google's Bigtable emulator if missing, python3-venv if venv is unusable, a virtualenv in
 # .venv with tests/python/requirements.txt), then runs, stopping at the first failure:
 #   cargo fmt --check, cargo clippy -D warnings, cargo build -p chunkedgraph,
-#   cargo test --workspace, the Python differential test (tests/python), and the real-client
-#   test (tests/python/clients: caveclient and cloud-volume in .venv-clients).
+#   cargo test --workspace, the Python differential test (tests/python), the real-client
+#   test (tests/python/clients: caveclient and cloud-volume in .venv-clients), and the
+#   browser test (tests/browser: Neuroglancer in headless Chromium, .venv-browser; installs
+#   the Debian package chromium when missing; screenshots in target/browser-artifacts).
 #
 # Environment:
 #   CBTEMULATOR       Google's emulator binary (default: the gcloud SDK path, then PATH)
@@ -113,5 +115,9 @@ PYTHON=$PWD/.venv/bin/python tests/python/run_differential.sh
 # ------------------------------------------------------------------------------------------
 section "python clients: caveclient and cloud-volume against chunkedgraph serve"
 tests/python/clients/run_clients.sh
+
+# ------------------------------------------------------------------------------------------
+section "browser: Neuroglancer in headless Chromium against chunkedgraph serve"
+tests/browser/run_browser.sh
 
 section "all passed ($((SECONDS - started)) s)"
