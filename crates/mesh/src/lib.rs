@@ -11,6 +11,8 @@
 //!    in nm, never moving a vertex on the block's faces. That error is meshoptimizer's
 //!    area-weighted quadric estimate, not a bound on distance: thin protrusions can retract
 //!    further. [`distance::SurfaceIndex`] measures the real vertex-to-surface distances.
+//!    For graph chunks, [`partition_by_owner`] cuts a block's meshes into fragments by which
+//!    voxel owns each cell, so overlapping blocks agree on every triangle.
 //! 3. [`draco::encode`] writes a Draco fragment quantized on a grid shared by all chunks
 //!    ([`draco::GridQuantization`]); [`legacy::encode`] writes the uncompressed
 //!    precomputed format.
@@ -18,6 +20,7 @@
 mod error;
 mod mc;
 mod mesh;
+mod partition;
 mod rans;
 mod tables;
 
@@ -29,4 +32,5 @@ mod simplify;
 pub use error::MeshError;
 pub use mc::{mesh_labels, BlockGeometry, Label, LabelMesh};
 pub use mesh::{Mesh, Topology};
+pub use partition::partition_by_owner;
 pub use simplify::{simplify, simplify_many, Simplified, SimplifyParams};

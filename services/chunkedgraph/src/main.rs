@@ -7,6 +7,7 @@ mod bench_synapse;
 mod export;
 mod grpc;
 mod ingest_cmd;
+mod meshing;
 mod pipeline;
 mod quickstart;
 mod server;
@@ -58,6 +59,8 @@ enum Command {
         #[command(subcommand)]
         what: synapses_cmd::SynapsesCommand,
     },
+    /// Build a graph's meshes (graphene layout) from its supervoxel volume; resumable.
+    Mesh(Box<meshing::MeshArgs>),
     /// Write the root-ID segmentation of a box at a timestamp as a `.npy` (uint64, z y x).
     Export(Box<export::ExportArgs>),
     /// Benchmarks.
@@ -145,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pipeline { what } => pipeline::run(what).await,
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Export(args) => export::run(*args).await,
+            Command::Mesh(args) => meshing::run(*args).await,
             Command::Synapses { what } => synapses_cmd::run(what).await,
             Command::Bench { what } => bench::run(what).await,
         }

@@ -13,6 +13,7 @@ mod error;
 mod graphs;
 mod history;
 mod lookups;
+mod meshing;
 mod metrics;
 mod openapi;
 mod synapses;
@@ -103,6 +104,8 @@ pub struct AppState {
     sole_owner: bool,
     /// Token authentication; `None` is open mode.
     auth: Option<Arc<auth::AuthConfig>>,
+    /// Meshes of the tables opened so far, with their remeshers.
+    meshes: meshing::Registry,
 }
 
 pub type Shared = Arc<AppState>;
@@ -115,6 +118,7 @@ impl AppState {
             opening: tokio::sync::Mutex::new(()),
             sole_owner,
             auth: None,
+            meshes: meshing::Registry::default(),
         }
     }
 
@@ -164,6 +168,10 @@ impl AppState {
         }
         if let Ok(mut t) = self.tables.lock() {
             t.insert(table.to_string(), g.clone());
+        }
+        // Before any edit can run on it, so every edit's new nodes get meshed.
+        if let Err(e) = self.meshes.attach(&g).await {
+            tracing::warn!(table, "meshes not served: {e:#}");
         }
         tracing::info!(table, "opened graph");
         Ok(g)
@@ -242,6 +250,15 @@ fn routes() -> Router<Shared> {
         .route(&v1("/graph/split_preview"), post(edits::split_preview))
         .route(&v1("/undo"), post(edits::undo))
         .route(&v1("/redo"), post(edits::redo))
+        // Meshes.
+        .route(
+            "/meshing/api/v1/table/{table}/manifest/{node}",
+            get(meshing::manifest).post(meshing::manifest),
+        )
+        .route(
+            "/meshing/api/v1/table/{table}/remeshing",
+            post(meshing::remesh),
+        )
         .merge(history::routes())
         .merge(synapses::routes())
         .merge(metrics::routes())

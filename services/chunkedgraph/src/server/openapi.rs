@@ -406,6 +406,34 @@ pub const ROUTES: &[RouteDoc] = &[
         answers: "{\"operation_id\": op, \"new_root_ids\": [id, ...]}",
     },
     RouteDoc {
+        path: "/meshing/api/v1/table/{table}/manifest/{node}",
+        methods: &["GET", "POST"],
+        access: VIEW,
+        summary: "The mesh fragments of a node (path segment `{id}:0`): initial ones as \
+                  ~{layer}/{shard}:{offset}:{size}, dynamic ones by file name, under the \
+                  info's data_dir/mesh directory. Optional JSON body: start_layer, \
+                  return_seg_ids, return_seg_id_layers.",
+        query: &[
+            q("verify", "boolean", "accepted; fragments are always checked against the files"),
+            q("prepend_seg_ids", "boolean", "prefix each fragment with ~{seg_id}:"),
+            q("return_seg_ids", "boolean", "also list the node of each fragment"),
+            q("start_layer", "integer", "list descendants at or below this layer (default max_meshed_layer)"),
+            BOUNDS,
+        ],
+        body: Body::Json("{\"start_layer\": 2, \"return_seg_ids\": true} (optional)"),
+        answers: "{\"fragments\": [...], \"seg_ids\": [...]}",
+    },
+    RouteDoc {
+        path: "/meshing/api/v1/table/{table}/remeshing",
+        methods: &["POST"],
+        access: EDIT,
+        summary: "Queue layer-2 nodes for meshing (edits queue theirs by themselves); their \
+                  new ancestors are stitched after them.",
+        query: &[],
+        body: Body::Json("{\"new_lvl2_ids\": [id, ...]}"),
+        answers: "202 {\"queued\": n}",
+    },
+    RouteDoc {
         path: "/segmentation/api/v1/table/{table}/root/{root}/change_log",
         methods: &["GET"],
         access: VIEW,

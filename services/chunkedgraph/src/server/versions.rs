@@ -104,6 +104,18 @@ pub async fn info(
                 info["scales"] = scales.clone();
             }
         }
+        // Meshes, once `chunkedgraph mesh` (or the pipeline) made them: cloud-volume reads
+        // the Draco grid and the meshed layers from here.
+        let mesh_info = std::path::Path::new(dir)
+            .join(crate::meshing::layout::MESH_DIR)
+            .join("info");
+        if let Ok(bytes) = tokio::fs::read(&mesh_info).await {
+            if let Ok(m) = serde_json::from_slice::<Value>(&bytes) {
+                if let Some(meta) = m.get("mesh_metadata") {
+                    info["mesh_metadata"] = meta.clone();
+                }
+            }
+        }
     }
     Ok(json(&info))
 }

@@ -1,0 +1,214 @@
+//! Meshing one layer-2 chunk: every layer-2 node's fragment, cut so that the fragments of a
+//! root stitch into one closed surface.
+//!
+//! The voxels are labelled by their *root*, not by their layer-2 node, so marching cubes
+//! puts no surface between two pieces of one neuron, and the chunk's block reaches one voxel
+//! past the chunk on every side, so it sees every cell (2×2×2 voxels) with a corner in the
+//! chunk. Each triangle is then given to one layer-2 node, the same one whichever chunk
+//! computes it: the node of the cell's first corner (z, then y, then x) that carries the
+//! triangle's root. A chunk keeps the triangles whose owning corner lies inside it. The
+//! fragments of a root therefore partition its global marching-cubes surface, which is
+//! closed except at the dataset's edge; simplification keeps every fragment's open border
+//! in place and the Draco lattice holds those vertices exactly, so stitched fragments meet
+//! without cracks.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
+use cg_graph::query::RootQuery;
+use cg_graph::ChunkedGraph;
+use cg_ids::{ChunkCoord, Geometry};
+use cg_mesh::draco::{self, GridQuantization};
+use cg_mesh::{mesh_labels, partition_by_owner, simplify, BlockGeometry, Mesh, SimplifyParams};
+use cg_volume::{BBox, Volume};
+
+use super::layout::MeshParams;
+
+/// The voxels of a chunk's block and what the graph says about them.
+pub struct ChunkBlock {
+    /// Volume-relative voxel box of the block (the chunk plus one voxel on each side, clipped).
+    pub lo: [i64; 3],
+    pub shape: [usize; 3],
+    /// Volume-relative voxel box of the chunk itself.
+    pub chunk_lo: [i64; 3],
+    pub chunk_hi: [i64; 3],
+    /// Supervoxels, (z, y, x) C order.
+    pub svs: Vec<u64>,
+    /// Root and layer-2 node of each supervoxel in the block.
+    pub root_of: HashMap<u64, u64>,
+    pub l2_of: HashMap<u64, u64>,
+}
+
+/// Reads a chunk's block and looks up its supervoxels' roots and layer-2 nodes now.
+pub async fn load(
+    graph: &ChunkedGraph,
+    volume: &Volume,
+    coord: ChunkCoord,
+) -> anyhow::Result<ChunkBlock> {
+    let g = graph.geometry();
+    let cb = g.chunk_box(2, coord);
+    let chunk_lo: [i64; 3] = cb.min.map(|v| v as i64);
+    let chunk_hi: [i64; 3] = cb.max.map(|v| v as i64);
+    let lo: [i64; 3] = chunk_lo.map(|v| (v - 1).max(0));
+    let hi: [i64; 3] = std::array::from_fn(|d| (chunk_hi[d] + 1).min(g.volume_size[d] as i64));
+    let abs = |v: [i64; 3]| -> [i64; 3] { std::array::from_fn(|d| v[d] + g.voxel_offset[d]) };
+    let bbox = BBox::new(abs(lo), abs(hi));
+    let array = volume
+        .read_box::<u64>(0, bbox)
+        .await
+        .with_context(|| format!("reading supervoxels {bbox:?}"))?;
+    let shape = bbox.shape_zyx();
+    let svs = array.into_data();
+    let mut distinct: Vec<u64> = svs.iter().copied().filter(|&s| s != 0).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    // Supervoxels the graph does not know (a volume written for another graph) stay
+    // unlabelled rather than failing the chunk.
+    let known: Vec<u64> = distinct
+        .iter()
+        .copied()
+        .filter(|&s| g.check(s).is_ok() && cg_ids::layer_of(s) == 1)
+        .collect();
+    let q = RootQuery {
+        fail_to_zero: true,
+        ..Default::default()
+    };
+    let roots = graph.roots(&known, &q).await.context("looking up roots")?;
+    let parents = graph
+        .parents(&known, None)
+        .await
+        .context("looking up layer-2 nodes")?;
+    let mut root_of = HashMap::with_capacity(known.len());
+    let mut l2_of = HashMap::with_capacity(known.len());
+    for ((&sv, root), parent) in known.iter().zip(roots).zip(parents) {
+        if let (Some(p), true) = (parent, root != 0) {
+            root_of.insert(sv, root);
+            l2_of.insert(sv, p);
+        }
+    }
+    Ok(ChunkBlock {
+        lo,
+        shape,
+        chunk_lo,
+        chunk_hi,
+        svs,
+        root_of,
+        l2_of,
+    })
+}
+
+/// One layer-2 node's fragment: its Draco bytes, or `None` when it owns no triangle.
+pub struct Fragment {
+    pub node: u64,
+    pub draco: Option<Vec<u8>>,
+}
+
+/// Meshes a loaded block. With `only`, fragments of other nodes are not built.
+pub fn mesh_block(
+    g: &Geometry,
+    block: &ChunkBlock,
+    params: &MeshParams,
+    only: Option<&HashSet<u64>>,
+) -> anyhow::Result<Vec<Fragment>> {
+    let [nz, ny, nx] = block.shape;
+    let t0 = std::time::Instant::now();
+    let labels: Vec<u64> = {
+        let mut last = (u64::MAX, 0u64);
+        block
+            .svs
+            .iter()
+            .map(|&sv| {
+                if sv != last.0 {
+                    last = (sv, block.root_of.get(&sv).copied().unwrap_or(0));
+                }
+                last.1
+            })
+            .collect()
+    };
+    let origin: [i64; 3] = std::array::from_fn(|d| block.lo[d] + g.voxel_offset[d]);
+    let geom = BlockGeometry::new(origin, g.resolution);
+    let meshes = mesh_labels(&labels, block.shape, &geom).context("marching cubes")?;
+    let t_mc = t0.elapsed();
+
+    // Each voxel's fragment: its layer-2 node inside the chunk (when wanted), else none.
+    // Every node with a voxel in the chunk gets a fragment, maybe an empty one.
+    let mut wanted: HashSet<u64> = HashSet::new();
+    let mut owner = vec![0u64; block.svs.len()];
+    let mut last = (u64::MAX, 0u64);
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = (z * ny + y) * nx;
+            let (gy, gz) = (block.lo[1] + y as i64, block.lo[2] + z as i64);
+            if gy < block.chunk_lo[1]
+                || gy >= block.chunk_hi[1]
+                || gz < block.chunk_lo[2]
+                || gz >= block.chunk_hi[2]
+            {
+                continue;
+            }
+            let x0 = (block.chunk_lo[0] - block.lo[0]) as usize;
+            let x1 = (block.chunk_hi[0] - block.lo[0]) as usize;
+            for x in x0..x1 {
+                let sv = block.svs[row + x];
+                if sv != last.0 {
+                    let l2 = block
+                        .l2_of
+                        .get(&sv)
+                        .copied()
+                        .filter(|l2| only.is_none_or(|o| o.contains(l2)))
+                        .unwrap_or(0);
+                    if l2 != 0 {
+                        wanted.insert(l2);
+                    }
+                    last = (sv, l2);
+                }
+                owner[row + x] = last.1;
+            }
+        }
+    }
+    let mut owned: HashMap<u64, Mesh> =
+        partition_by_owner(&labels, block.shape, &geom, &meshes, &owner)
+            .into_iter()
+            .collect();
+    let t_own = t0.elapsed();
+    let simplify_params = SimplifyParams {
+        reduction: params.reduction,
+        max_error_nm: params.max_error_nm,
+        locked_planes: None,
+        keep_components: true,
+    };
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut nodes: Vec<u64> = wanted.into_iter().collect();
+    nodes.sort_unstable();
+    for node in nodes {
+        let Some(mesh) = owned.remove(&node) else {
+            out.push(Fragment { node, draco: None });
+            continue;
+        };
+        let simplified = simplify(&mesh, &simplify_params).mesh;
+        out.push(Fragment {
+            node,
+            draco: encode(&simplified, params.uniform_draco_grid_size)?,
+        });
+    }
+    tracing::debug!(
+        "block {:?}: labels+mc {:?}, ownership {:?}, simplify+encode {:?}, {} triangles",
+        block.shape,
+        t_mc,
+        t_own - t_mc,
+        t0.elapsed() - t_own,
+        meshes.iter().map(|m| m.mesh.triangles.len()).sum::<usize>()
+    );
+    Ok(out)
+}
+
+/// A mesh as a Draco fragment on the global lattice; `None` for a mesh without triangles.
+pub fn encode(mesh: &Mesh, grid: u32) -> anyhow::Result<Option<Vec<u8>>> {
+    if mesh.triangles.is_empty() {
+        return Ok(None);
+    }
+    let q = GridQuantization::for_mesh(mesh, grid).context("quantizing a fragment")?;
+    Ok(Some(
+        draco::encode(mesh, &q).context("encoding a fragment")?,
+    ))
+}
