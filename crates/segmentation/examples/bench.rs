@@ -8,6 +8,9 @@
 //!   truth at each agglomeration threshold.
 //! - a seeded Voronoi volume (`--synthetic N`: N³ voxels, default 320 ≈ 32.8 MV): watershed +
 //!   region graph MV/s, agglomeration MV/s, peak resident memory (VmHWM) per stage, ARAND.
+//! - the same Voronoi volume chunked (`cg_segmentation::chunked::run`, `--chunk Z,Y,X`,
+//!   `--ghost G`, `--threads T`; default 64³ chunks, ghost 4, 2 threads): the same figures
+//!   (wall clock), checked equal to the whole-volume supervoxels.
 //! - optionally the NeuroProof ground truth with a noisy membrane (`--neuroproof`).
 //!
 //! Flags: `--data DIR` (fixtures; default `$CG_SHARED_DATA`, else `shared/data` beside the
@@ -22,6 +25,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use cg_segmentation::agglomeration::relabel;
+use cg_segmentation::chunked;
 use cg_segmentation::synthetic::{boundary_from_labels, voronoi, VoronoiParams};
 use cg_segmentation::{agglomerate, evaluate, npy, watershed, Affinities, WatershedParams};
 
@@ -38,6 +42,9 @@ struct Args {
     neuroproof: bool,
     export: Option<String>,
     json: Option<String>,
+    chunk: [usize; 3],
+    ghost: usize,
+    threads: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +70,9 @@ fn parse_args() -> Result<Args, String> {
         neuroproof: false,
         export: None,
         json: None,
+        chunk: [64, 64, 64],
+        ghost: 4,
+        threads: 2,
     };
     let mut it = std::env::args().skip(1);
     let floats = |s: String| -> Result<Vec<f64>, String> {
@@ -85,6 +95,15 @@ fn parse_args() -> Result<Args, String> {
             "--neuroproof" => a.neuroproof = true,
             "--export" => a.export = Some(value()?),
             "--json" => a.json = Some(value()?),
+            "--chunk" => {
+                let v = floats(value()?)?;
+                let [z, y, x] = v[..] else {
+                    return Err("--chunk takes Z,Y,X".into());
+                };
+                a.chunk = [z as usize, y as usize, x as usize];
+            }
+            "--ghost" => a.ghost = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--threads" => a.threads = value()?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -348,16 +367,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
         print_rows(&rows);
+        let whole_hash = labels_hash(&seg.labels);
+        let whole_merges = agg.merges.len();
+        let (whole_svs, whole_edges) = (seg.graph.ids.len(), seg.graph.edges.len());
+        drop(seg);
+        drop(labels);
+        drop(agg);
+        let chunked = chunked_figures(&args, &affs, threshold, mv, whole_hash, whole_merges)?;
+        println!(
+            "  (whole volume: {whole_svs} supervoxels, {whole_edges} edges; affinity input {:.0} MiB)",
+            voxels * 12.0 / 1048576.0
+        );
         if json.len() > 1 {
             json.push_str(", ");
         }
+        let _ = write!(json, "\"chunked\": {chunked}, ");
         let _ = write!(
             json,
             "\"synthetic\": {{\"shape\": {:?}, \"megavoxels\": {mv:.3}, \"watershed\": {}, \"threshold\": {threshold}, \"supervoxels\": {}, \"edges\": {}, \"watershed_region_graph_s\": {ws_secs:.4}, \"watershed_region_graph_mvps\": {:.3}, \"watershed_region_graph_cpu_s\": {ws_cpu:.2}, \"agglomeration_cpu_s\": {agg_cpu:.2}, \"agglomeration_s\": {agg_secs:.4}, \"agglomeration_mvps\": {:.3}, \"agglomeration_with_relabel_mvps\": {:.3}, \"resident_mib_inputs\": {base:.1}, \"peak_mib_watershed\": {ws_peak:.1}, \"peak_mib_agglomeration\": {agg_peak:.1}, \"arand\": {:.6}, \"voi_split\": {:.6}, \"voi_merge\": {:.6}, \"thresholds\": {}}}",
             params.shape,
             ws_json(&args.ws_synthetic),
-            seg.graph.ids.len(),
-            seg.graph.edges.len(),
+            whole_svs,
+            whole_edges,
             mv / ws_secs,
             mv / agg_secs,
             mv / (agg_secs + relabel_secs),
@@ -393,6 +424,114 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, &json)?;
     }
     Ok(())
+}
+
+/// One voxel's share of [`labels_hash`].
+fn voxel_hash(index: u64, label: u64) -> u64 {
+    let mut h = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ label;
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^ (h >> 29)
+}
+
+/// An order-free hash of the whole-volume supervoxels named as the chunked run names them
+/// (first voxel + 1), so the chunked labels can be checked one chunk at a time.
+fn labels_hash(labels: &[u64]) -> u64 {
+    let mut first = std::collections::HashMap::new();
+    labels.iter().enumerate().fold(0u64, |h, (i, &l)| {
+        let id = if l == 0 {
+            0
+        } else {
+            *first.entry(l).or_insert(i as u64 + 1)
+        };
+        h.wrapping_add(voxel_hash(i as u64, id))
+    })
+}
+
+/// The chunked run on the synthetic volume: figures printed, JSON returned.
+fn chunked_figures(
+    args: &Args,
+    affs: &Affinities,
+    threshold: f64,
+    mv: f64,
+    whole_hash: u64,
+    whole_merges: usize,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let params = chunked::ChunkedParams {
+        chunk_size: args.chunk,
+        ghost: args.ghost,
+        watershed: args.ws_synthetic,
+        threshold,
+        threads: args.threads,
+    };
+    let base = status_mib("VmRSS:");
+    reset_peak();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let t0 = Instant::now();
+    let shape = affs.shape();
+    let hash = std::sync::atomic::AtomicU64::new(0);
+    let (tree, finished, t) = chunked::run_streaming(
+        affs,
+        &params,
+        |_, _| {},
+        |c| {
+            let cs = c.core.shape();
+            let mut h = 0u64;
+            for (k, &l) in c.labels.iter().enumerate() {
+                let (z, y, x) = (k / (cs[1] * cs[2]), (k / cs[2]) % cs[1], k % cs[2]);
+                let g = ((c.core.start[0] + z) * shape[1] + c.core.start[1] + y) * shape[2]
+                    + c.core.start[2]
+                    + x;
+                h = h.wrapping_add(voxel_hash(g as u64, l));
+            }
+            hash.fetch_add(h, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        },
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    let peak = peak_mib();
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let ws_secs = t.tasks() + t.graph + t.labels;
+    let same =
+        hash.into_inner() == whole_hash && finished.agglomeration.merges.len() == whole_merges;
+    let input_mib = affs.voxels() as f64 * 12.0 / 1048576.0;
+    println!(
+        "  chunked {:?} ghost {} on {} threads ({} tasks, {} levels): {secs:.2} s in all, peak {peak:.0} MiB = {:.2}x the affinity input (resident before: {base:.0} MiB); load {} -> {}",
+        params.chunk_size,
+        params.ghost,
+        params.threads,
+        tree.len(),
+        tree.levels(),
+        peak / input_mib,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_after.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    );
+    println!(
+        "    watershed + region graph: {ws_secs:.2} s = {:.1} MV/s (leaves {:.2} s, parents {:.2} s, basin graph + size merge {:.2} s, chunk labels {:.2} s)",
+        mv / ws_secs,
+        t.levels[0],
+        t.tasks() - t.levels[0],
+        t.graph,
+        t.labels
+    );
+    println!(
+        "    agglomeration to {threshold}: {:.3} s = {:.1} MV/s; {} supervoxels, {} edges; same supervoxels and merge count as the whole volume: {same}",
+        t.agglomeration,
+        mv / t.agglomeration,
+        finished.graph.ids.len(),
+        finished.graph.edges.len(),
+    );
+    Ok(format!(
+        "{{\"chunk\": {:?}, \"ghost\": {}, \"threads\": {}, \"total_s\": {secs:.4}, \"watershed_region_graph_s\": {ws_secs:.4}, \"watershed_region_graph_mvps\": {:.3}, \"agglomeration_s\": {:.4}, \"agglomeration_mvps\": {:.3}, \"peak_mib\": {peak:.1}, \"peak_over_input\": {:.3}, \"same_as_whole\": {same}, \"load\": \"{}\"}}",
+        params.chunk_size,
+        params.ghost,
+        params.threads,
+        mv / ws_secs,
+        t.agglomeration,
+        mv / t.agglomeration,
+        peak / input_mib,
+        load.trim()
+    ))
 }
 
 /// Grid search of the watershed parameters on gala: the best ARAND over thresholds for each.

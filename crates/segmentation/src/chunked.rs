@@ -69,12 +69,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
 use crate::affinity::Box3;
 use crate::agglomeration::{agglomerate, Agglomeration};
-use crate::region_graph::{accumulate, contract, EdgeMap, RegionEdge, RegionGraph};
+use crate::region_graph::{accumulate_at, contract, RegionEdge, RegionGraph};
 use crate::unionfind::UnionFind;
 use crate::watershed::{
     divide_plateaus, kept_both_ways, offsets, size_merge, steepest_ascent, WatershedParams, NONE,
@@ -390,7 +391,7 @@ impl Flow {
         d
     }
 
-    /// Marks maximum-plateau voxels connected to one within 1 voxel of a face.
+    /// Marks maximum-plateau voxels below `T_high` connected to one within 1 voxel of a face.
     fn flood(&mut self) {
         let n = self.parent.len();
         let mut flooded = vec![false; n];
@@ -398,20 +399,27 @@ impl Flow {
         let [nz, ny, nx] = self.shape;
         let near =
             |c: usize, len: usize, lo: bool, hi: bool| (lo && c <= 1) || (hi && c + 2 >= len);
+        let xs: Vec<usize> = (0..nx)
+            .filter(|&x| near(x, nx, self.cut_low[2], self.cut_high[2]))
+            .collect();
         for z in 0..nz {
             let fz = near(z, nz, self.cut_low[0], self.cut_high[0]);
             for y in 0..ny {
                 let fy = fz || near(y, ny, self.cut_low[1], self.cut_high[1]);
                 let row = (z * ny + y) * nx;
-                for x in 0..nx {
-                    if !(fy || near(x, nx, self.cut_low[2], self.cut_high[2])) {
-                        continue;
-                    }
+                let mut seed = |x: usize| {
                     let i = row + x;
-                    if self.parent[i] == UNRESOLVED && !flooded[i] {
+                    // Plateaus at or above T_high are always maxima: only lower ones
+                    // can be cut wrongly (and both-way edges never join the two kinds).
+                    if self.parent[i] == UNRESOLVED && !flooded[i] && !self.high(i) {
                         flooded[i] = true;
                         stack.push(i as u32);
                     }
+                };
+                if fy {
+                    (0..nx).for_each(&mut seed);
+                } else {
+                    xs.iter().for_each(|&x| seed(x));
                 }
             }
         }
@@ -449,7 +457,7 @@ impl Flow {
         let df = self.face_distance(c);
         match self.parent[i] {
             NONE => df >= 1,
-            UNRESOLVED => df >= 2 && (!self.flooded[i] || self.high(i)),
+            UNRESOLVED => df >= 2 && !self.flooded[i],
             _ => df >= 2 && (self.levels[i] == u32::MAX || df >= self.levels[i] as usize + 2),
         }
     }
@@ -593,19 +601,41 @@ fn run_leaf(
         }
         x
     }
+    let coff = offsets(cs);
     for z in 0..cs[0] {
         for y in 0..cs[1] {
+            let i0 = raster([z + o[0], y + o[1], o[2]], lshape);
+            let k0 = raster([z, y, 0], cs);
             for x in 0..cs[2] {
-                let c = [z, y, x];
-                let lc = [z + o[0], y + o[1], x + o[2]];
-                let i = raster(lc, lshape);
-                let k = raster(c, cs);
-                if !flow.certain(i, lc) {
+                let (i, k) = (i0 + x, k0 + x);
+                let inside = [
+                    z > 0,
+                    y > 0,
+                    x > 0,
+                    z + 1 < cs[0],
+                    y + 1 < cs[1],
+                    x + 1 < cs[2],
+                ];
+                let p = flow.parent[i];
+                // Core voxels lie at least 2 voxels from the cut-out's faces (see
+                // `Flow::certain`): only plateau voxels can be uncertain.
+                let certain = match p {
+                    NONE => true,
+                    UNRESOLVED => !flow.flooded[i],
+                    _ => {
+                        let level = flow.levels[i];
+                        level == u32::MAX || {
+                            let lc = [z + o[0], y + o[1], x + o[2]];
+                            flow.face_distance(lc) >= level as usize + 2
+                        }
+                    }
+                };
+                if !certain {
                     uf[k] = k as u32;
                     uncertain.push(k as u32);
                     continue;
                 }
-                match flow.parent[i] {
+                match p {
                     NONE => uf[k] = DONE,
                     UNRESOLVED => {
                         uf[k] = k as u32;
@@ -613,26 +643,25 @@ fn run_leaf(
                         while e != 0 {
                             let d = e.trailing_zeros() as usize;
                             e &= e - 1;
-                            match step(c, d, cs) {
-                                Some(nc) if d < 3 => {
-                                    let j = raster(nc, cs) as u32;
-                                    let (ri, rj) = (find(&mut uf, k as u32), find(&mut uf, j));
-                                    if ri != rj {
-                                        uf[ri.max(rj) as usize] = ri.min(rj);
-                                    }
+                            if !inside[d] {
+                                out_links.push((k as u32, d as u8));
+                            } else if d < 3 {
+                                let j = (k as isize + coff[d]) as u32;
+                                let (ri, rj) = (find(&mut uf, k as u32), find(&mut uf, j));
+                                if ri != rj {
+                                    uf[ri.max(rj) as usize] = ri.min(rj);
                                 }
-                                Some(_) => {}
-                                None => out_links.push((k as u32, d as u8)),
                             }
                         }
                     }
-                    d => match step(c, d as usize, cs) {
-                        Some(nc) => uf[k] = raster(nc, cs) as u32,
-                        None => {
+                    d => {
+                        if inside[d as usize] {
+                            uf[k] = (k as isize + coff[d as usize]) as u32;
+                        } else {
                             uf[k] = k as u32;
                             out_links.push((k as u32, d));
                         }
-                    },
+                    }
                 }
             }
         }
@@ -646,10 +675,7 @@ fn run_leaf(
         .collect();
 
     // Contacts and sizes inside the core.
-    let local_core = Box3::new(o, [0, 1, 2].map(|a| o[a] + cs[a]));
-    let core_affs = flow.affs.crop(&local_core)?;
-    let acc = accumulate(cs, &labels, count, &core_affs);
-    drop(core_affs);
+    let acc = accumulate_at(cs, &labels, count, &flow.affs, o);
 
     let mut open = vec![false; count];
     let mut up = Up::default();
@@ -1223,6 +1249,21 @@ pub fn finish<'a>(
     outputs: impl IntoIterator<Item = &'a TaskOutput>,
     params: &ChunkedParams,
 ) -> Result<Finished> {
+    let (basins, supervoxels, graph) = supervoxel_graph(outputs, &params.watershed)?;
+    let agglomeration = agglomerate(&graph, params.threshold);
+    Ok(Finished {
+        basins,
+        supervoxels,
+        graph,
+        agglomeration,
+    })
+}
+
+/// Basin names, each basin's supervoxel, and the supervoxels' region graph.
+fn supervoxel_graph<'a>(
+    outputs: impl IntoIterator<Item = &'a TaskOutput>,
+    wp: &WatershedParams,
+) -> Result<(Vec<u64>, Vec<u64>, RegionGraph)> {
     let mut basins: Vec<(u64, u64)> = Vec::new();
     let mut contacts: Vec<&Contact> = Vec::new();
     for o in outputs {
@@ -1242,13 +1283,22 @@ pub fn finish<'a>(
             .map(|i| i as u32)
             .map_err(|_| err(format!("contact with unknown basin {name}")))
     };
-    let mut map = EdgeMap::default();
-    for c in contacts {
-        map.add(node(c.a)?, node(c.b)?, c.sum, c.area, c.max);
-    }
-    let edges: Vec<RegionEdge> = map.edges;
+    // Each pair of basins is final in one task only, which summed all its contacts; a
+    // repeated pair would still be harmless (merging twice is a no-op, contraction adds).
+    let edges = contacts
+        .iter()
+        .map(|c| {
+            let (a, b) = (node(c.a)?, node(c.b)?);
+            Ok(RegionEdge {
+                a: a.min(b),
+                b: a.max(b),
+                sum: c.sum,
+                area: c.area,
+                max: c.max,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let nodes = names.len();
-    let wp = &params.watershed;
     let merged = size_merge(&sizes, &keys, &edges, wp, vec![false; nodes]);
     let mut seg_first = vec![u64::MAX; nodes];
     for (&r, &key) in merged.root.iter().zip(&keys) {
@@ -1280,13 +1330,7 @@ pub fn finish<'a>(
         sizes: kept.iter().map(|&r| merged.size[r as usize]).collect(),
         edges: contract(&edges, &basin_node),
     };
-    let agglomeration = agglomerate(&graph, params.threshold);
-    Ok(Finished {
-        basins: names,
-        supervoxels,
-        graph,
-        agglomeration,
-    })
+    Ok((names, supervoxels, graph))
 }
 
 /// The final supervoxels of a leaf chunk's core (C order; 0 = background or dust), from its
@@ -1328,6 +1372,24 @@ pub struct ChunkLabels {
     pub labels: Vec<u64>,
 }
 
+/// Wall-clock seconds of the stages of [`run`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// All tasks, per level (level 0: the leaves).
+    pub levels: [f64; 16],
+    /// Size-dependent single linkage, dust and the supervoxel graph.
+    pub graph: f64,
+    pub agglomeration: f64,
+    /// Every chunk's final labels.
+    pub labels: f64,
+}
+
+impl Timings {
+    pub fn tasks(&self) -> f64 {
+        self.levels.iter().sum()
+    }
+}
+
 /// The result of [`run`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkedRun {
@@ -1335,6 +1397,7 @@ pub struct ChunkedRun {
     /// Leaf chunks in raster order.
     pub chunks: Vec<ChunkLabels>,
     pub finished: Finished,
+    pub timings: Timings,
 }
 
 impl ChunkedRun {
@@ -1403,6 +1466,29 @@ pub fn run(
     params: &ChunkedParams,
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<ChunkedRun> {
+    let chunks = Mutex::new(Vec::new());
+    let (tree, finished, timings) = run_streaming(src, params, progress, |c| {
+        chunks.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        Ok(())
+    })?;
+    let mut chunks = chunks.into_inner().unwrap_or_else(|e| e.into_inner());
+    chunks.sort_unstable_by_key(|c| c.core.start);
+    Ok(ChunkedRun {
+        tree,
+        chunks,
+        finished,
+        timings,
+    })
+}
+
+/// [`run`], handing each chunk's final labels to `sink` (from several threads, in no
+/// particular order) instead of keeping them.
+pub fn run_streaming(
+    src: &dyn AffinitySource,
+    params: &ChunkedParams,
+    progress: impl Fn(usize, usize) + Sync,
+    sink: impl Fn(ChunkLabels) -> Result<()> + Sync,
+) -> Result<(TaskTree, Finished, Timings)> {
     params.watershed.check()?;
     let tree = TaskTree::new(src.shape(), params.chunk_size)?;
     let threads = if params.threads == 0 {
@@ -1418,8 +1504,10 @@ pub fn run(
     let total = tree.len() + 1 + leaves;
     let done = AtomicUsize::new(0);
     let tick = || progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+    let mut timings = Timings::default();
     let mut levels: Vec<Vec<TaskOutput>> = Vec::new();
     for level in 0..tree.levels() {
+        let t0 = Instant::now();
         let tasks = tree.tasks(level);
         let below = levels.last();
         let counts_below = (level > 0).then(|| tree.counts(level - 1));
@@ -1442,9 +1530,23 @@ pub fn run(
             }
         }
         levels.push(outs);
+        timings.levels[level.min(15)] += t0.elapsed().as_secs_f64();
     }
-    let finished = finish(levels.iter().flatten(), params)?;
+    let t0 = Instant::now();
+    let (basins, supervoxels, graph) =
+        supervoxel_graph(levels.iter().flatten(), &params.watershed)?;
+    timings.graph = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let agglomeration = agglomerate(&graph, params.threshold);
+    timings.agglomeration = t0.elapsed().as_secs_f64();
+    let finished = Finished {
+        basins,
+        supervoxels,
+        graph,
+        agglomeration,
+    };
     tick();
+    let t0 = Instant::now();
     for o in levels.iter_mut().flatten() {
         o.basins = Vec::new();
         o.contacts = Vec::new();
@@ -1458,7 +1560,7 @@ pub fn run(
         let [_, cy, cx] = tree.counts(t.level);
         (t.index[0] * cy + t.index[1]) * cx + t.index[2]
     };
-    let chunks = {
+    {
         let cells: Vec<Mutex<Option<TaskOutput>>> =
             leaves_out.drain(..).map(|o| Mutex::new(Some(o))).collect();
         parallel(&cells, threads, |cell| {
@@ -1473,18 +1575,15 @@ pub fn run(
                 .map(|a| &levels[a.level][index_of(*a)])
                 .collect();
             let labels = chunk_labels(&leaf, &ancestors, &finished)?;
+            let core = leaf.core;
+            drop(leaf);
+            sink(ChunkLabels { core, labels })?;
             tick();
-            Ok(ChunkLabels {
-                core: leaf.core,
-                labels,
-            })
-        })?
-    };
-    Ok(ChunkedRun {
-        tree,
-        chunks,
-        finished,
-    })
+            Ok(())
+        })?;
+    }
+    timings.labels = t0.elapsed().as_secs_f64();
+    Ok((tree, finished, timings))
 }
 
 #[cfg(test)]

@@ -170,7 +170,22 @@ pub(crate) fn accumulate(
     count: usize,
     affs: &Affinities,
 ) -> Accumulated {
+    accumulate_at(shape, labels, count, affs, [0; 3])
+}
+
+/// [`accumulate`] for labels of a box at `origin` inside the affinities' volume (edges to
+/// voxels outside the box are not read).
+pub(crate) fn accumulate_at(
+    shape: [usize; 3],
+    labels: &[u32],
+    count: usize,
+    affs: &Affinities,
+    origin: [usize; 3],
+) -> Accumulated {
     let [nz, ny, nx] = shape;
+    let ashape = affs.shape();
+    let aff_row =
+        |z: usize, y: usize| ((origin[0] + z) * ashape[1] + origin[1] + y) * ashape[2] + origin[2];
     let mut sizes = vec![0u64; count];
     let mut first = vec![u64::MAX; count];
     // Sizes by runs along x: segments are long runs, so this touches `sizes` rarely.
@@ -220,7 +235,8 @@ pub(crate) fn accumulate(
                     let end = row + nx;
                     let cur = &labels[start..end];
                     let prev = &labels[start - stride..end - stride];
-                    let aff = &chans[c][start..end];
+                    let a0 = aff_row(z, y) + (start - row);
+                    let aff = &chans[c][a0..a0 + (end - start)];
                     let mut last: (u32, u32, u32) = (0, 0, u32::MAX);
                     let mut k = 0;
                     while k < cur.len() {
