@@ -441,3 +441,26 @@ pub fn stitch(parts: &[&Mesh]) -> Mesh {
     m.compact();
     m
 }
+
+/// The pipeline's last stage (also run by `quickstart`): builds the initial meshes, or
+/// says they are complete; a graph without a local supervoxel volume is skipped.
+pub async fn pipeline_stage(graph: &ChunkedGraph) -> anyhow::Result<()> {
+    if segmentation_dir(graph).is_err() {
+        eprintln!("pipeline: meshes skipped (no local supervoxel volume)");
+        return Ok(());
+    }
+    let opts = BuildOptions {
+        progress: true,
+        ..Default::default()
+    };
+    let r = build(graph, &opts).await.context("meshing")?;
+    if r.already_complete {
+        eprintln!("pipeline: meshes are complete");
+    } else {
+        eprintln!(
+            "pipeline: meshes: {} fragments, {} triangles in {:.1} s",
+            r.fragments, r.triangles, r.seconds
+        );
+    }
+    Ok(())
+}

@@ -523,6 +523,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
             run.table,
             run.work.url()
         );
+        crate::meshing::pipeline_stage(&run.graph().await?).await?;
         return Ok(());
     }
     let [nz, ny, nx] = run.grid.shape;
@@ -546,6 +547,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     }
     run.work.mark_done(&built).await?;
     let graph = run.graph().await?;
+    crate::meshing::pipeline_stage(&graph).await?;
     let supervoxels: usize = {
         let mut n = 0;
         for c in run.grid.chunks() {
