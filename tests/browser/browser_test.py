@@ -435,6 +435,14 @@ def main() -> int:
         log(f"panels: {[[round(v) for v in r] for r in rects]}")
         ctx = {"browser": browser, "server": server, "rects": rects, "section": section, "selected": selected}
 
+        loaded = layer_loaded(browser, server)
+        if loaded is not None:
+            # Nothing below can work without the layer: say why once, fail every check.
+            report.results.append(("Neuroglancer loads the graphene layer", False, loaded))
+            for name in CHECKS:
+                report.results.append((name, False, "not run: the layer did not load"))
+            browser.shot("00-layer-failed.png")
+            return finish(report)
         report.check("2-D: selected segments drawn in the xy panel", lambda: check_2d(ctx, xy_rect))
         report.check("3-D: meshes loaded and drawn", lambda: check_meshes(ctx, three_d_rect, selected))
         calib = None
@@ -451,6 +459,7 @@ def main() -> int:
                 "split (multicut) through the viewer changes the roots on the server",
                 lambda: check_split(ctx, calib, (root_a, pa), (root_b, pb)),
             )
+            report.check("3-D after the edits: the new roots' meshes load", lambda: check_new_meshes(ctx, three_d_rect))
         report.check("console: no errors", lambda: check_console(ctx))
     finally:
         if browser is not None:
@@ -464,10 +473,54 @@ def main() -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    return finish(report)
+
+
+def finish(report: Report) -> int:
     report.print()
     shots = sorted(f for f in os.listdir(ARTIFACTS) if f.endswith(".png"))
     print(f"screenshots in {ARTIFACTS}: {', '.join(shots)}")
     return 0 if report.ok() else 1
+
+
+CHECKS = [
+    "2-D: selected segments drawn in the xy panel",
+    "3-D: meshes loaded and drawn",
+    "merge through the viewer changes the roots on the server",
+    "split (multicut) through the viewer changes the roots on the server",
+    "3-D after the edits: the new roots' meshes load",
+    "console: no errors",
+]
+
+LOAD_STATE_JS = """(() => {
+  const l = window.viewer.layerManager.getLayerByName(%s).layer;
+  return l.dataSources.map((d) => {
+    const s = d.loadState;
+    if (s === undefined) return null;
+    if (s.error !== undefined) return String((s.error && s.error.message) || s.error);
+    return "loaded";
+  });
+})()""" % json.dumps(LAYER)
+
+
+def layer_loaded(b: Browser, server: Server) -> str | None:
+    """None once the layer's data source loaded; else why not."""
+    try:
+        states = wait_for(
+            "the graphene data source to load",
+            lambda: (lambda s: (s and all(x is not None for x in s), s))(b.cdp.evaluate(LOAD_STATE_JS)),
+            90,
+        )[1]
+    except CheckFailed as e:
+        return str(e)
+    errors = [x for x in states if x != "loaded"]
+    if not errors:
+        return None
+    msg = f"Neuroglancer says: {errors[0]}"
+    failed_reqs = [r for r in b.requests(re.escape(server.base)) if failed(r)]
+    if failed_reqs:
+        msg += "; failed requests: " + ", ".join(f"{r.url} -> {r.status or r.error}" for r in failed_reqs[:3])
+    return msg
 
 
 def dump_traffic(browser: Browser):
@@ -546,7 +599,7 @@ def check_meshes(ctx, rect, roots):
         info = json.load(r)
     if not info.get("mesh"):
         raise CheckFailed(f"the info names no mesh folder: {info}")
-    mesh_prefix = f"{info['data_dir'].rstrip('/')}/{info['mesh'].strip('/')}/"
+    mesh_prefix = ctx["mesh_prefix"] = f"{info['data_dir'].rstrip('/')}/{info['mesh'].strip('/')}/"
 
     def fragments():
         return [r for r in b.requests(re.escape(mesh_prefix)) if not r.url.split("?")[0].endswith("/info")]
@@ -565,6 +618,10 @@ def check_meshes(ctx, rect, roots):
             detail = "no manifest/fragments fetched (" + detail + ")"
         if bad:
             detail += f", e.g. {bad[0].url} -> {bad[0].status or bad[0].error}"
+            answered = {int(re.search(MANIFEST, r.url).group(1)) for r in man if r.ok or failed(r)}
+            if answered >= roots:
+                # Neuroglancer does not ask again for a manifest that failed.
+                raise CheckFailed(f"mesh manifests and fragments: {detail}")
         return (ok_roots >= roots and frag_ok and not bad, detail)
 
     failure = None
@@ -745,12 +802,54 @@ def check_split(ctx, calib: Calibration, a, b_):
     if latest != [False]:
         raise CheckFailed(f"merged root {merged} still latest after the split: {latest}")
     # The viewer follows: both new roots are selected, A's shows under the mouse.
+    ctx["split"] = ({ra, rb}, req.started)
     hover_until(b, calib, pa, ra, "A's new root under the mouse")
     b.shot("06-split.png")
     return (
         f"POST split {req.status}; {merged} -> {ra} ({len(la)} leaves, as A) and {rb} ({len(lb)} leaves, as B); "
         f"screenshots 05-multicut-points.png, 06-split.png"
     )
+
+
+def check_new_meshes(ctx, rect):
+    """After the split the viewer asks for the new roots' manifests (again and again while
+    they are new); the server must have meshed them (issue 7: remeshing after edits)."""
+    b: Browser = ctx["browser"]
+    server: Server = ctx["server"]
+    if "split" not in ctx:
+        raise CheckFailed("needs the split to have succeeded")
+    new_roots, since = ctx["split"]
+
+    def fetched():
+        man = [r for r in b.requests(MANIFEST) if r.started >= since]
+        ok_roots = {int(re.search(MANIFEST, r.url).group(1)) for r in man if r.ok}
+        frags = [r for r in b.requests(re.escape(ctx["mesh_prefix"])) if r.started >= since] if "mesh_prefix" in ctx else []
+        frag_ok = [r for r in frags if r.ok]
+        detail = f"manifests 2xx for {len(ok_roots & new_roots)}/{len(new_roots)} new roots, {len(frag_ok)} fragment requests 2xx since the split"
+        if not man and not frags:
+            detail = "no manifest/fragments fetched for the new roots (" + detail + ")"
+        bad = [r for r in man if failed(r)]
+        if bad:
+            detail += f", {len(bad)} failed, e.g. {bad[0].url} -> {bad[0].status or bad[0].error}"
+            answered = {int(re.search(MANIFEST, r.url).group(1)) for r in man if r.ok or failed(r)}
+            if answered >= new_roots and not ok_roots:
+                raise CheckFailed(f"the new roots' meshes: {detail}")
+        return (ok_roots >= new_roots and frag_ok, detail)
+
+    wait_for("the new roots' meshes", fetched, 30, 1)
+    # What the viewer got: each new root's manifest lists fragments.
+    for r in sorted(new_roots):
+        with urllib.request.urlopen(
+            f"{server.base}/meshing/api/v1/table/{TABLE}/manifest/{r}:0?verify=1&prepend_seg_ids=1", timeout=30
+        ) as resp:
+            frags = json.load(resp).get("fragments", [])
+        if not frags:
+            raise CheckFailed(f"the manifest of new root {r} lists no fragments")
+    path = b.shot("07-split-meshes-3d.png")
+    n = coloured_pixels(path, rect)
+    if n < 2000:
+        raise CheckFailed(f"{n} coloured pixels in the 3-D panel after the split")
+    return f"{fetched()[1]}; 3-D panel {n} coloured pixels; screenshot 07-split-meshes-3d.png"
 
 
 def check_console(ctx):
