@@ -1,12 +1,20 @@
-//! Stage 1, segmentation: watershed, region graph and mean-affinity agglomeration. It leaves,
-//! per supervoxel chunk, the final segment of every voxel (`labels/{chunk}`) and the chunk's
-//! sorted segments (`segments/{chunk}`), and the agglomeration (`agglomeration`: segment,
-//! component pairs) for the stages after it.
+//! Stage 1, segmentation: `cg_segmentation::chunked`'s exact chunked watershed, region graph
+//! and mean-affinity agglomeration, as steps: `segment-0` (a task per chunk), `segment-1`...
+//! (2×2×2 parents, up to the root), `segment-finish` (size merging, dust, agglomeration on the
+//! final basins) and `segment-labels` (a task per chunk). It leaves, per supervoxel chunk,
+//! the final supervoxel of every voxel (`labels/{chunk}`; named by first voxel as in the
+//! whole-volume watershed) and the chunk's sorted supervoxels (`segments/{chunk}`), and the
+//! agglomeration (`agglomeration`: segment, component pairs) for the stages after it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
-use cg_segmentation::{agglomerate, watershed, Box3, WatershedParams};
+use cg_segmentation::chunked::{
+    chunk_labels, finish, run_task, AffinitySource, ChunkedParams, Finished, TaskId, TaskOutput,
+    TaskTree,
+};
+use cg_segmentation::{Affinities, Agglomeration, Box3, SegError, WatershedParams};
 
 use super::grid::{chunk_name, Chunk, Grid};
 use super::input::Input;
@@ -15,6 +23,8 @@ use super::work::{Reader, WorkDir, Writer};
 pub struct Params {
     pub watershed: WatershedParams,
     pub threshold: f64,
+    /// Voxels read around each chunk (the chunked watershed's ghost margin).
+    pub ghost: usize,
 }
 
 pub async fn write_chunk(work: &WorkDir, c: Chunk, labels: Vec<u64>) -> anyhow::Result<()> {
@@ -75,40 +85,176 @@ pub async fn read_agglomeration(work: &WorkDir) -> anyhow::Result<HashMap<u64, u
     Ok(out)
 }
 
-/// Segments the whole volume in one task.
-pub async fn run_whole(
-    work: &WorkDir,
-    input: &Input,
-    grid: &Grid,
-    p: &Params,
-) -> anyhow::Result<()> {
-    let affs = input.read(&Box3::whole(grid.shape)).await?;
-    let ws = p.watershed;
-    let threshold = p.threshold;
-    let (seg, agg) = tokio::task::spawn_blocking(move || {
-        let seg = watershed(&affs, &ws).context("watershed")?;
-        let agg = agglomerate(&seg.graph, threshold);
-        anyhow::Ok((seg, agg))
-    })
-    .await??;
-    let pairs: Vec<(u64, u64)> = seg
-        .graph
-        .ids
-        .iter()
-        .copied()
-        .zip(agg.components.iter().copied())
-        .collect();
-    for c in grid.chunks() {
-        let b = grid.chunk_box(c);
-        let [_, ny, nx] = grid.shape;
-        let mut labels = Vec::with_capacity(b.shape().iter().product());
-        for z in b.start[0]..b.stop[0] {
-            for y in b.start[1]..b.stop[1] {
-                let row = (z * ny + y) * nx;
-                labels.extend_from_slice(&seg.labels[row + b.start[2]..row + b.stop[2]]);
+/// A step's work file for a task of the chunked segmentation.
+fn task_key(t: TaskId) -> String {
+    format!(
+        "segment/{}/{}_{}_{}",
+        t.level, t.index[0], t.index[1], t.index[2]
+    )
+}
+
+/// The input as the chunked segmentation reads it: from a blocking thread, so async reads
+/// block on the runtime.
+struct Source {
+    input: Arc<Input>,
+    shape: [usize; 3],
+    runtime: tokio::runtime::Handle,
+}
+
+impl AffinitySource for Source {
+    fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    fn read(&self, b: &Box3) -> cg_segmentation::Result<Affinities> {
+        if let Input::Memory(a) = &*self.input {
+            return a.crop(b);
+        }
+        self.runtime
+            .block_on(self.input.read(b))
+            .map_err(|e| SegError::Chunked(format!("reading the input: {e:#}")))
+    }
+}
+
+pub struct Segmenter<'a> {
+    pub work: &'a WorkDir,
+    pub input: Arc<Input>,
+    pub grid: &'a Grid,
+    pub params: ChunkedParams,
+    pub tree: TaskTree,
+}
+
+impl<'a> Segmenter<'a> {
+    pub fn new(
+        work: &'a WorkDir,
+        input: Arc<Input>,
+        grid: &'a Grid,
+        p: &Params,
+    ) -> anyhow::Result<Self> {
+        let params = ChunkedParams {
+            chunk_size: grid.chunk,
+            ghost: p.ghost,
+            watershed: p.watershed,
+            threshold: p.threshold,
+            threads: 1,
+        };
+        let tree = TaskTree::new(grid.shape, grid.chunk)?;
+        Ok(Segmenter {
+            work,
+            input,
+            grid,
+            params,
+            tree,
+        })
+    }
+
+    pub fn levels(&self) -> usize {
+        self.tree.levels()
+    }
+
+    async fn output(&self, t: TaskId) -> anyhow::Result<TaskOutput> {
+        let key = task_key(t);
+        let bytes = self.work.get(&key).await?;
+        TaskOutput::from_bytes(&bytes).with_context(|| format!("{key} is corrupt"))
+    }
+
+    /// One task of level `t.level`: reads its children's outputs, writes its own.
+    pub async fn task(&self, t: TaskId) -> anyhow::Result<()> {
+        let mut children = Vec::new();
+        for c in self.tree.children(t) {
+            children.push(self.output(c).await?);
+        }
+        let src = Source {
+            input: self.input.clone(),
+            shape: self.grid.shape,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let (tree, params) = (self.tree.clone(), self.params);
+        // CPU work on a blocking thread, where the source may block on the runtime for reads.
+        let out = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&TaskOutput> = children.iter().collect();
+            run_task(&src, &tree, t, &params, &refs)
+        })
+        .await?
+        .with_context(|| format!("segmentation task {t:?}"))?;
+        self.work.put(&task_key(t), out.to_bytes()).await
+    }
+
+    /// The graph steps on every task's final basins: writes each basin's supervoxel
+    /// (`finished`) and the agglomeration.
+    pub async fn finish(&self) -> anyhow::Result<()> {
+        let mut outputs = Vec::with_capacity(self.tree.len());
+        for level in 0..self.tree.levels() {
+            for t in self.tree.tasks(level) {
+                outputs.push(self.output(t).await?);
             }
         }
-        write_chunk(work, c, labels).await?;
+        let params = self.params;
+        let finished = tokio::task::spawn_blocking(move || finish(outputs.iter(), &params))
+            .await?
+            .context("size merging, dust removal and agglomeration")?;
+        let mut w = Writer::default();
+        w.u64s(&finished.basins);
+        w.u64s(&finished.supervoxels);
+        self.work.put("finished", w.0).await?;
+        let pairs: Vec<(u64, u64)> = finished
+            .graph
+            .ids
+            .iter()
+            .copied()
+            .zip(finished.agglomeration.components.iter().copied())
+            .collect();
+        write_agglomeration(self.work, &pairs).await
     }
-    write_agglomeration(work, &pairs).await
+
+    /// Reads what [`Self::finish`] wrote, in the shape `chunk_labels` takes.
+    pub async fn finished(&self) -> anyhow::Result<Finished> {
+        let bytes = self.work.get("finished").await?;
+        let mut r = Reader::new(&bytes, "finished");
+        let basins = r.u64s()?;
+        let supervoxels = r.u64s()?;
+        r.finish()?;
+        if basins.len() != supervoxels.len() {
+            anyhow::bail!(
+                "finished is corrupt: {} basins, {} supervoxels",
+                basins.len(),
+                supervoxels.len()
+            );
+        }
+        Ok(Finished {
+            basins,
+            supervoxels,
+            graph: Default::default(),
+            agglomeration: Agglomeration {
+                components: Vec::new(),
+                merges: Vec::new(),
+                frozen: Vec::new(),
+            },
+        })
+    }
+
+    /// A chunk's final supervoxels, from its leaf output and its ancestors' renames.
+    pub async fn labels(&self, c: Chunk, finished: &Finished) -> anyhow::Result<()> {
+        let leaf_id = TaskId {
+            level: 0,
+            index: [c[2] as usize, c[1] as usize, c[0] as usize],
+        };
+        let leaf = self.output(leaf_id).await?;
+        let mut ancestors = Vec::new();
+        for a in self.tree.ancestors(leaf_id) {
+            ancestors.push(self.output(a).await?);
+        }
+        let refs: Vec<&TaskOutput> = ancestors.iter().collect();
+        let labels = chunk_labels(&leaf, &refs, finished)
+            .with_context(|| format!("final labels of chunk {}", chunk_name(c)))?;
+        let want: usize = self.grid.chunk_box(c).shape().iter().product();
+        if labels.len() != want {
+            anyhow::bail!(
+                "chunk {}: the segmentation gave {} voxels for a chunk of {want}",
+                chunk_name(c),
+                labels.len()
+            );
+        }
+        write_chunk(self.work, c, labels).await
+    }
 }

@@ -79,9 +79,8 @@ impl Writer {
     }
     pub fn u64s(&mut self, v: &[u64]) {
         self.u64(v.len() as u64);
-        for &x in v {
-            self.u64(x);
-        }
+        self.0.reserve(v.len() * 8);
+        self.0.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
 }
 
@@ -120,7 +119,12 @@ impl<'a> Reader<'a> {
         if self.bytes.len() / 8 < n {
             anyhow::bail!("{} is truncated", self.what);
         }
-        (0..n).map(|_| self.u64()).collect()
+        let (head, rest) = self.bytes.split_at(n * 8);
+        self.bytes = rest;
+        Ok(head
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect())
     }
     pub fn finish(&self) -> anyhow::Result<()> {
         if !self.bytes.is_empty() {
