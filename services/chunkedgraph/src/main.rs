@@ -14,6 +14,7 @@ mod server;
 mod storage;
 mod synapses_cmd;
 mod synthetic_seg;
+mod synthesize;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.
 #[global_allocator]
@@ -61,6 +62,9 @@ enum Command {
     },
     /// Build a graph's meshes (graphene layout) from its supervoxel volume; resumable.
     Mesh(Box<meshing::MeshArgs>),
+    /// Make a pipeline input with a known answer: a boundary map or affinities with realistic
+    /// defects, drawn on Voronoi cells or on a label volume, and its ground truth.
+    Synthesize(Box<synthesize::SynthesizeArgs>),
     /// Write the root-ID segmentation of a box at a timestamp as a `.npy` (uint64, z y x).
     Export(Box<export::ExportArgs>),
     /// Benchmarks.
@@ -148,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pipeline { what } => pipeline::run(what).await,
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Export(args) => export::run(*args).await,
+            Command::Synthesize(args) => synthesize::run(*args),
             Command::Mesh(args) => meshing::run(*args).await,
             Command::Synapses { what } => synapses_cmd::run(what).await,
             Command::Bench { what } => bench::run(what).await,

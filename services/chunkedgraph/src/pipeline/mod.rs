@@ -1,7 +1,3 @@
-// NOTE FOR THE LEAD (from the issue-7 meshing helper, 19:04 UTC): a script of mine truncated
-// this file while you had uncommitted changes in it (ghost config, Arc<Input>, ...); they could not
-// be recovered. The file was restored to HEAD (b671f38's version). Please re-apply your edits,
-// then delete this note. Sorry.
 //! `chunkedgraph pipeline`: from affinities (or a boundary map) to a served graph, on one
 //! machine (`run`) or as independent tasks (`plan`, `task`) that Kubernetes Indexed Jobs
 //! execute, one job per step, the job's completion index choosing its shard of the tasks.
@@ -121,6 +117,9 @@ pub struct DatasetConfig {
     /// Agglomeration threshold (mean affinity).
     pub threshold: Option<f64>,
     pub work_dir: Option<String>,
+    /// Voxels each chunk's watershed reads around it (default 4; more reads more, fewer
+    /// leaves more for the parent tasks; the result is the same).
+    pub ghost: Option<usize>,
     /// Where the supervoxel volume goes (default: `segmentation/` beside the work directory).
     pub segmentation: Option<String>,
     pub watershed: Option<WatershedConfig>,
@@ -138,12 +137,13 @@ pub struct WatershedConfig {
 
 const DEFAULT_CHUNK: [u32; 3] = [64, 64, 64];
 const DEFAULT_THRESHOLD: f64 = 0.5;
+const DEFAULT_GHOST: usize = 4;
 
 /// Everything a task needs, resolved from flags and config the same way in every process.
 struct Run {
     args: RunArgs,
     table: String,
-    input: Input,
+    input: Arc<Input>,
     grid: Grid,
     geometry: Geometry,
     params: segment::Params,
@@ -257,12 +257,13 @@ impl Run {
         });
         Ok(Run {
             table,
-            input,
+            input: Arc::new(input),
             grid,
             geometry,
             params: segment::Params {
                 watershed: ws,
                 threshold,
+                ghost: config.ghost.unwrap_or(DEFAULT_GHOST),
             },
             work: WorkDir::open(&work_url)?,
             segmentation_url,
@@ -273,12 +274,15 @@ impl Run {
 
     /// The steps and their task counts (ingest counts are upper bounds: chunks of a layer
     /// without supervoxels below have no task, and their shards find nothing to do).
-    fn plan(&self) -> Vec<(String, usize)> {
-        let mut steps = vec![
-            ("prepare".to_string(), 1),
-            ("segment".to_string(), 1),
-            ("supervoxels".to_string(), self.grid.chunks().len()),
-        ];
+    fn plan(&self) -> anyhow::Result<Vec<(String, usize)>> {
+        let seg = self.segmenter()?;
+        let mut steps = vec![("prepare".to_string(), 1)];
+        for level in 0..seg.levels() {
+            steps.push((format!("segment-{level}"), seg.tree.tasks(level).len()));
+        }
+        steps.push(("segment-finish".to_string(), 1));
+        steps.push(("segment-labels".to_string(), self.grid.chunks().len()));
+        steps.push(("supervoxels".to_string(), self.grid.chunks().len()));
         for layer in 2..=self.geometry.n_layers {
             let n: usize = self
                 .geometry
@@ -288,7 +292,53 @@ impl Run {
                 .product();
             steps.push((format!("ingest-{layer}"), n));
         }
-        steps
+        Ok(steps)
+    }
+
+    fn segmenter(&self) -> anyhow::Result<segment::Segmenter<'_>> {
+        segment::Segmenter::new(&self.work, self.input.clone(), &self.grid, &self.params)
+    }
+
+    /// Runs `tasks` (named `{step}/{name}`), `jobs` at a time, skipping finished ones.
+    async fn tasks<T, F, Fut>(
+        &self,
+        step: &str,
+        tasks: Vec<T>,
+        name: impl Fn(&T) -> String,
+        f: F,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(T) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        bar.set_length(tasks.len() as u64);
+        let mut running = futures::stream::iter(tasks)
+            .map(|t| {
+                let marker = format!("{step}/{}", name(&t));
+                let fut = f(t);
+                async move {
+                    if !self.work.is_done(&marker).await? {
+                        fut.await?;
+                        self.work.mark_done(&marker).await?;
+                    }
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(self.jobs);
+        while let Some(r) = running.next().await {
+            r?;
+            bar.inc(1);
+        }
+        Ok(())
+    }
+
+    /// Every task of `step` must be finished.
+    async fn require_all(&self, step: &str, names: Vec<String>) -> anyhow::Result<()> {
+        for n in names {
+            self.require(&format!("{step}/{n}")).await?;
+        }
+        Ok(())
     }
 
     async fn volume(&self) -> anyhow::Result<Volume> {
@@ -357,60 +407,42 @@ impl Run {
                     once(&self.work, "prepare", bar, self.prepare()).await?;
                 }
             }
-            "segment" => {
-                if index == 0 {
-                    self.require("prepare").await?;
-                    once(
-                        &self.work,
-                        "segment",
-                        bar,
-                        segment::run_whole(&self.work, &self.input, &self.grid, &self.params),
-                    )
-                    .await?;
-                }
-            }
+            s if s.starts_with("segment-") => self.segment_step(s, shard, bar).await?,
             "supervoxels" => {
-                self.require("segment").await?;
+                self.require("segment-finish").await?;
+                let chunks = self.grid.chunks();
+                let names = chunks.iter().map(|&c| chunk_name(c)).collect();
+                self.require_all("segment-labels", names).await?;
                 let volume = self.volume().await?;
                 let components = segment::read_agglomeration(&self.work).await?;
-                let todo = share(&self.grid.chunks(), shard);
-                bar.set_length(todo.len() as u64);
-                let mut tasks = futures::stream::iter(todo)
-                    .map(|c| {
-                        let (volume, components) = (&volume, &components);
-                        async move {
-                            let name = format!("supervoxels/{}", chunk_name(c));
-                            if !self.work.is_done(&name).await? {
-                                supervoxels::run_chunk(
-                                    &self.work,
-                                    &self.input,
-                                    volume,
-                                    &self.grid,
-                                    &self.geometry,
-                                    components,
-                                    c,
-                                )
-                                .await?;
-                                self.work.mark_done(&name).await?;
-                            }
-                            anyhow::Ok(())
-                        }
-                    })
-                    .buffer_unordered(self.jobs);
-                while let Some(r) = tasks.next().await {
-                    r?;
-                    bar.inc(1);
-                }
+                let (volume, components) = (&volume, &components);
+                self.tasks(
+                    "supervoxels",
+                    share(&chunks, shard),
+                    |&c| chunk_name(c),
+                    |c| async move {
+                        supervoxels::run_chunk(
+                            &self.work,
+                            &self.input,
+                            volume,
+                            &self.grid,
+                            &self.geometry,
+                            components,
+                            c,
+                        )
+                        .await
+                    },
+                    bar,
+                )
+                .await?;
             }
             s if s.starts_with("ingest-") => {
                 let layer: u8 = s["ingest-".len()..]
                     .parse()
                     .with_context(|| format!("step {s}: no layer number"))?;
                 if layer == 2 {
-                    for c in self.grid.chunks() {
-                        self.require(&format!("supervoxels/{}", chunk_name(c)))
-                            .await?;
-                    }
+                    let names = self.grid.chunks().iter().map(|&c| chunk_name(c)).collect();
+                    self.require_all("supervoxels", names).await?;
                 }
                 let graph = self.graph().await?;
                 let source = source::WorkSource::new(
@@ -435,12 +467,76 @@ impl Run {
             }
             other => bail!(
                 "no step {other:?}; the steps are: {}",
-                self.plan()
+                self.plan()?
                     .iter()
                     .map(|(s, _)| s.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        }
+        Ok(())
+    }
+
+    async fn segment_step(
+        &self,
+        step: &str,
+        shard: (u32, u32),
+        bar: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let seg = self.segmenter()?;
+        let task_name = |t: &cg_segmentation::chunked::TaskId| {
+            format!("{}_{}_{}", t.index[0], t.index[1], t.index[2])
+        };
+        match &step["segment-".len()..] {
+            "finish" => {
+                if shard.0 == 0 {
+                    for level in 0..seg.levels() {
+                        let names = seg.tree.tasks(level).iter().map(task_name).collect();
+                        self.require_all(&format!("segment-{level}"), names).await?;
+                    }
+                    once(&self.work, "segment-finish", bar, seg.finish()).await?;
+                }
+            }
+            "labels" => {
+                self.require("segment-finish").await?;
+                let finished = seg.finished().await?;
+                let (seg, finished) = (&seg, &finished);
+                self.tasks(
+                    step,
+                    share(&self.grid.chunks(), shard),
+                    |&c| chunk_name(c),
+                    |c| async move { seg.labels(c, finished).await },
+                    bar,
+                )
+                .await?;
+            }
+            level => {
+                let level: usize = level
+                    .parse()
+                    .with_context(|| format!("step {step}: no level number"))?;
+                if level >= seg.levels() {
+                    bail!(
+                        "step {step}: the segmentation has levels 0 to {}",
+                        seg.levels() - 1
+                    );
+                }
+                if level == 0 {
+                    self.require("prepare").await?;
+                } else {
+                    let names = seg.tree.tasks(level - 1).iter().map(task_name).collect();
+                    self.require_all(&format!("segment-{}", level - 1), names)
+                        .await?;
+                }
+                let seg = &seg;
+                self.tasks(
+                    step,
+                    share(&seg.tree.tasks(level), shard),
+                    task_name,
+                    |t| async move { seg.task(t).await },
+                    bar,
+                )
+                .await?;
+            }
         }
         Ok(())
     }
@@ -493,7 +589,7 @@ pub async fn run(cmd: PipelineCommand) -> anyhow::Result<()> {
         PipelineCommand::Run(args) => run_all(*args).await,
         PipelineCommand::Plan(args) => {
             let run = Run::resolve(*args).await?;
-            for (step, tasks) in run.plan() {
+            for (step, tasks) in run.plan()? {
                 println!("{}", serde_json::json!({ "step": step, "tasks": tasks }));
             }
             Ok(())
@@ -538,7 +634,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
         run.grid.chunks().len(),
         run.work.url()
     );
-    for (step, _) in run.plan() {
+    for (step, _) in run.plan()? {
         let t = Instant::now();
         let b = bar(&step);
         run.step(&step, (0, 1), &b).await?;
