@@ -276,7 +276,15 @@ class Calibration:
         return self.b.cdp.evaluate(PANELS_JS)[0]
 
     def measure(self):
-        rect = self.xy_rect()
+        # The panel first settles (a side panel or status bar opening animates the layout).
+        rect = wait_for(
+            "the xy panel to settle",
+            lambda: (lambda a: (lambda c: (np.allclose(a, c, atol=0.5), c))((time.sleep(0.3), self.xy_rect())[1]))(
+                self.xy_rect()
+            ),
+            20,
+            0.1,
+        )[1]
         x, y, w, h = rect
         cx, cy = x + w / 2, y + h / 2
         d = min(w, h) / 4
@@ -313,14 +321,23 @@ class Calibration:
             time.sleep(0.1)
         raise CheckFailed(f"the mouse position at ({sx}, {sy}) does not settle")
 
+    def matrix(self):
+        return np.array([[self.ax[0], self.ay[0]], [self.ax[1], self.ay[1]]])
+
     def screen(self, vx: float, vy: float):
         """Screen position of the centre of voxel (vx, vy) of the shown section."""
         if not np.allclose(self.xy_rect(), self.rect, atol=0.5):
             self.measure()
-        a = np.array([[self.ax[0], self.ay[0]], [self.ax[1], self.ay[1]]])
         dv = np.array([vx + 0.5 - self.v0[0], vy + 0.5 - self.v0[1]])
-        ds = np.linalg.solve(a, dv)
+        ds = np.linalg.solve(self.matrix(), dv)
         return self.origin[0] + ds[0], self.origin[1] + ds[1]
+
+    def correct(self, xy, pos, point):
+        """A screen position moved from `xy` (where the viewer saw voxel position `pos`)
+        towards the centre of voxel `point`."""
+        dv = np.array([point[0] + 0.5 - pos[0], point[1] + 0.5 - pos[1]])
+        ds = np.linalg.solve(self.matrix(), dv)
+        return xy[0] + ds[0], xy[1] + ds[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -648,20 +665,30 @@ def check_meshes(ctx, rect, roots):
 
 def hover_until(b: Browser, calib: Calibration, point, want_root: int | None, what: str):
     """Moves the mouse over voxel `point` of the section and waits until the viewer reports
-    the segment under it (its root once the root's leaves are loaded)."""
-    at = [None]
+    the segment under it (its root once the root's leaves are loaded). Closed loop: where
+    the viewer says the mouse is corrects the next move."""
+    at = {"rect": None, "xy": None}
 
     def probe():
-        # Placed anew each time: the panel may have moved since.
-        at[0] = calib.screen(*point)
-        b.hover(*at[0])
+        if not np.allclose(calib.xy_rect(), calib.rect, atol=0.5):
+            calib.measure()
+        if at["rect"] != calib.rect:
+            # Placed anew whenever the panel moved.
+            at["rect"] = calib.rect
+            at["xy"] = calib.screen(*point)
+        b.hover(*at["xy"])
         r = b.readback()
-        ok = r is not None and r["base"] not in (None, "0") and (want_root is None or r["value"] == str(want_root))
-        ok = ok and [int(v) for v in r["pos"][:2]] == list(point)
+        if r is None or len(r["pos"]) != 3:
+            return (False, r)
+        if [int(np.floor(v)) for v in r["pos"][:2]] != list(point):
+            # Off by a pixel or so: aim at the voxel's centre from where the mouse is.
+            at["xy"] = calib.correct(at["xy"], r["pos"], point)
+            return (False, r)
+        ok = r["base"] not in (None, "0") and (want_root is None or r["value"] == str(want_root))
         return (ok, r)
 
-    r = wait_for(f"{what} (voxel {list(point)}, root {want_root})", probe, 60, 0.5)[1]
-    return at[0][0], at[0][1], int(r["base"]), int(r["value"])
+    r = wait_for(f"{what} (voxel {list(point)}, root {want_root})", probe, 60, 0.3)[1]
+    return at["xy"][0], at["xy"][1], int(r["base"]), int(r["value"])
 
 
 def edit_requests(b: Browser, name: str):
