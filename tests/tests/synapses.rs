@@ -12,6 +12,8 @@ use cg_bigtable::{Config, Target};
 use cg_graph::query::RootQuery;
 use cg_graph::synthetic::SyntheticGraph;
 use cg_graph::ChunkedGraph;
+use cg_tests::grpc_api as pb;
+use cg_tests::grpc_api::chunked_graph_client::ChunkedGraphClient;
 use cg_tests::{chunkedgraph_bin, EmulatorProcess, ServeProcess};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -309,6 +311,79 @@ async fn synapse_queries_match_a_brute_force_join_and_follow_edits() {
         })
         .collect();
     assert_eq!(got, want);
+
+    // gRPC answers the same: the synapses in small batches, the matrix, the partners.
+    let mut rpc = ChunkedGraphClient::connect(server.grpc.clone().expect("gRPC address"))
+        .await
+        .expect("gRPC connect");
+    let request = |direction: i32| pb::RootSynapsesRequest {
+        table: TABLE.into(),
+        root_id: r,
+        timestamp_micros: t0,
+        direction,
+        batch_size: 5,
+    };
+    let mut stream = rpc
+        .root_synapses(request(0))
+        .await
+        .expect("RootSynapses")
+        .into_inner();
+    let mut from_grpc = BTreeSet::new();
+    while let Some(b) = stream.message().await.expect("batch") {
+        assert!(b.ids.len() <= 5 && b.pre_positions.len() == 3 * b.ids.len());
+        for k in 0..b.ids.len() {
+            from_grpc.insert([
+                b.ids[k],
+                b.pre_supervoxel_ids[k],
+                b.post_supervoxel_ids[k],
+                b.pre_root_ids[k],
+                b.post_root_ids[k],
+            ]);
+        }
+    }
+    assert_eq!(from_grpc, from_json);
+    let c = rpc
+        .connectivity(pb::ConnectivityRequest {
+            table: TABLE.into(),
+            root_ids: roots.clone(),
+            timestamp_micros: t0,
+        })
+        .await
+        .expect("Connectivity")
+        .into_inner();
+    let flat: Vec<u64> = want_matrix(&all, &roots)
+        .as_array()
+        .expect("rows")
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .map(|v| v.as_u64().expect("n"))
+        })
+        .collect();
+    assert_eq!(c.counts, flat);
+    let p = rpc
+        .synaptic_partners(pb::SynapticPartnersRequest {
+            table: TABLE.into(),
+            root_id: r,
+            timestamp_micros: t0,
+            direction: 0,
+        })
+        .await
+        .expect("SynapticPartners")
+        .into_inner();
+    let got: BTreeMap<u64, usize> = p
+        .partners
+        .iter()
+        .map(|x| (x.root_id, (x.outputs + x.inputs) as usize))
+        .collect();
+    assert_eq!(got, want);
+    let err = rpc
+        .root_synapses(request(7))
+        .await
+        .expect_err("direction 7");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 
     // Merge two of the busiest objects through the server, at neighbouring supervoxels.
     let now_roots = graph

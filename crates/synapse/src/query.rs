@@ -99,22 +99,27 @@ fn now() -> i64 {
 }
 
 impl SynapseStore {
-    /// The supervoxels of the roots, checked to be roots at `t`.
-    async fn roots_leaves(&self, roots: &[u64], t: i64) -> Result<Vec<Vec<u64>>> {
+    /// The supervoxels of the roots (not yet checked to be roots at any time).
+    async fn leaves_of(&self, roots: &[u64]) -> Result<Vec<Vec<u64>>> {
         let g = self.graph();
         for &r in roots {
             g.geometry()
                 .check(r)
                 .map_err(|e| SynapseError::InvalidInput(format!("root {r}: {e}")))?;
         }
-        let leaves: Vec<Vec<u64>> = futures::stream::iter(roots.to_vec())
+        Ok(futures::stream::iter(roots.to_vec())
             .map(|r| {
                 let g = g.clone();
                 async move { g.leaves(r, None, 1).await }
             })
             .buffered(LEAVES_IN_FLIGHT)
             .try_collect()
-            .await?;
+            .await?)
+    }
+
+    /// Checks that each of `roots` is a root at `t`, given its leaves.
+    async fn check_roots(&self, roots: &[u64], leaves: &[Vec<u64>], t: i64) -> Result<()> {
+        let g = self.graph();
         // Every leaf of a node has the same root, so one per root tells whether it is one.
         let probes: Vec<u64> = leaves
             .iter()
@@ -142,7 +147,7 @@ impl SynapseStore {
                 )));
             }
         }
-        Ok(leaves)
+        Ok(())
     }
 
     /// The synapses of `root` at `at` in direction `dir`, sorted by synapse ID. With
@@ -154,17 +159,19 @@ impl SynapseStore {
         dir: Direction,
     ) -> Result<Vec<ResolvedSynapse>> {
         let t = at.unwrap_or_else(now);
-        let leaves = self.roots_leaves(&[root], t).await?.remove(0);
-        let own: HashSet<u64> = leaves.iter().copied().collect();
+        let leaves = self.leaves_of(&[root]).await?;
+        let own: HashSet<u64> = leaves[0].iter().copied().collect();
         let mut found: Vec<(u64, u8, Record)> = Vec::new();
-        self.for_each_record(&leaves, dir.sides(), |sv, side, r| {
+        // The root check and the reads of its rows do not depend on each other.
+        let read = self.for_each_record(&leaves[0], dir.sides(), |sv, side, r| {
             // An autapse is on both rows: keep its presynaptic copy.
             if dir == Direction::Both && side == schema::POST && own.contains(&r.partner) {
                 return;
             }
             found.push((sv, side, r));
-        })
-        .await?;
+        });
+        let one = [root];
+        futures::try_join!(self.check_roots(&one, &leaves, t), read)?;
         let mut far: Vec<u64> = found
             .iter()
             .map(|(_, _, r)| r.partner)
@@ -227,7 +234,8 @@ impl SynapseStore {
             }
         }
         let t = at.unwrap_or_else(now);
-        let leaves = self.roots_leaves(roots, t).await?;
+        let leaves = self.leaves_of(roots).await?;
+        self.check_roots(roots, &leaves, t).await?;
         let mut index: HashMap<u64, u32> =
             HashMap::with_capacity(leaves.iter().map(Vec::len).sum());
         for (i, l) in leaves.iter().enumerate() {

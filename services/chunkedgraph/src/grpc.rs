@@ -21,6 +21,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::server::Shared;
 
+mod synapses;
+
 /// The code generated from `proto/chunkedgraph.proto`.
 pub mod proto {
     tonic::include_proto!("chunkedgraph.v1");
@@ -726,6 +728,35 @@ impl ChunkedGraphApi for Service {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type RootSynapsesStream = BoxStream<proto::SynapseBatch>;
+
+    async fn root_synapses(
+        &self,
+        req: Request<proto::RootSynapsesRequest>,
+    ) -> Result<Response<Self::RootSynapsesStream>, Status> {
+        let r = req.into_inner();
+        let g = self.graph(&r.table).await?;
+        Ok(Response::new(synapses::root_synapses(g, r).await?))
+    }
+
+    async fn synaptic_partners(
+        &self,
+        req: Request<proto::SynapticPartnersRequest>,
+    ) -> Result<Response<proto::SynapticPartnersResponse>, Status> {
+        let r = req.into_inner();
+        let g = self.graph(&r.table).await?;
+        Ok(Response::new(synapses::partners(g, r).await?))
+    }
+
+    async fn connectivity(
+        &self,
+        req: Request<proto::ConnectivityRequest>,
+    ) -> Result<Response<proto::ConnectivityResponse>, Status> {
+        let r = req.into_inner();
+        let g = self.graph(&r.table).await?;
+        Ok(Response::new(synapses::connectivity(g, r).await?))
     }
 }
 
