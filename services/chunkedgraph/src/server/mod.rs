@@ -275,7 +275,12 @@ pub fn app(state: Shared) -> Router {
         .allow_methods(AllowMethods::mirror_request())
         // Mirrored rather than `*`: the wildcard does not cover `Authorization`.
         .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers([header::CONTENT_RANGE, header::WWW_AUTHENTICATE])
+        // x-total-count: the size of a paged synapse answer.
+        .expose_headers([
+            header::CONTENT_RANGE,
+            header::WWW_AUTHENTICATE,
+            header::HeaderName::from_static("x-total-count"),
+        ])
         .max_age(std::time::Duration::from_secs(3600));
     routes()
         // Innermost, after routing: it needs the route template and the `{table}` parameter,
