@@ -468,3 +468,107 @@ fn synthesized_defects_make_the_volume_harder_but_recoverable() {
         scores[0]
     );
 }
+
+/// `deploy/k8s/run.sh --dry-run` renders one Indexed Job per planned step, in order, with
+/// every template field filled and completions = min(tasks, --shards).
+#[test]
+fn kubernetes_driver_renders_a_job_per_step() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("dataset.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "table = \"k8s\"\ninput = \"{}\"\ninput_kind = \"boundary\"\nchunk_size = [32, 32, 16]\nwork_dir = \"{}\"\nsegmentation = \"{}\"\n",
+            {
+                let syn = voronoi(&VoronoiParams {
+                    shape: [40, 70, 90],
+                    seed: 2,
+                    ..Default::default()
+                })
+                .expect("synthetic");
+                let p = dir.path().join("b.npy");
+                cg_volume::npy::write(
+                    &p,
+                    &cg_volume::Array::new(vec![40, 70, 90], syn.boundary).expect("array"),
+                )
+                .expect("write");
+                p.display().to_string()
+            },
+            dir.path().join("work").display(),
+            dir.path().join("seg").display(),
+        ),
+    )
+    .expect("config");
+    let plan = Command::new(chunkedgraph_bin())
+        .args(["pipeline", "plan", "--config"])
+        .arg(&config)
+        .output()
+        .expect("plan");
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let steps: Vec<(String, u64)> = String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON");
+            (
+                v["step"].as_str().expect("step").into(),
+                v["tasks"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    let out = Command::new("bash")
+        .arg(root.join("deploy/k8s/run.sh"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--image",
+            "example/chunkedgraph:test",
+            "--name",
+            "t1",
+            "--shards",
+            "4",
+        ])
+        .arg("--dry-run")
+        .env("CHUNKEDGRAPH", chunkedgraph_bin())
+        .output()
+        .expect("run.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("${"), "an unfilled field:\n{text}");
+    let docs: Vec<&str> = text.split("\n---\n").skip(1).collect();
+    assert_eq!(docs.len(), steps.len(), "{text}");
+    for (doc, (step, tasks)) in docs.iter().zip(&steps) {
+        assert!(doc.contains(&format!("name: cg-t1-{step}\n")), "{doc}");
+        assert!(doc.contains("completionMode: Indexed"), "{doc}");
+        let completions = (*tasks).clamp(1, 4);
+        assert!(
+            doc.contains(&format!("completions: {completions}\n")),
+            "{step}: {doc}"
+        );
+        assert!(doc.contains(&format!("- {step}\n")), "{doc}");
+    }
+    // Bad arguments are refused with a reason.
+    let bad = Command::new("bash")
+        .arg(root.join("deploy/k8s/run.sh"))
+        .args([
+            "--config",
+            "/nonexistent",
+            "--image",
+            "x",
+            "--name",
+            "t1",
+            "--dry-run",
+        ])
+        .output()
+        .expect("run.sh");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--config"));
+}
