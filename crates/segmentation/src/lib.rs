@@ -2,11 +2,13 @@
 //!
 //! - [`affinity`]: the 3-channel affinity graph (waterz convention) and how to derive it from a
 //!   boundary probability map.
-//! - [`watershed`]: Zlateski & Seung's watershed on the affinity graph (steepest ascent with
+//! - [`watershed`](mod@watershed): Zlateski & Seung's watershed on the affinity graph (steepest ascent with
 //!   `T_low`/`T_high`, plateau division, basins), then size-dependent single linkage of the
 //!   basin graph and dust removal: supervoxels.
 //! - [`region_graph`]: for each pair of touching segments the sum, count (contact area) and
 //!   maximum of the affinities between them.
+//! - [`chunked`]: the same, as a tree of chunk tasks that can run as separate processes, with
+//!   the same result.
 //! - [`agglomeration`]: waterz-style mean-affinity hierarchical agglomeration of a region graph
 //!   down to a threshold, with its merge history.
 //! - [`metrics`]: adapted Rand error and variation of information against ground truth.
@@ -19,35 +21,37 @@
 //!
 //! # Chunked exactness
 //!
-//! The whole-volume functions are the reference. The chunk variants
-//! ([`watershed::watershed_chunk`], [`agglomeration::agglomerate_frozen`]) are built so that a
-//! later pipeline can run them per chunk and reproduce the whole-volume result exactly:
+//! The whole-volume functions are the reference. [`chunked`] runs them as a tree of tasks
+//! (leaf chunks with a ghost margin, then 2×2×2 parents up to one root) and reproduces
+//! them exactly: the same supervoxels (named by first voxel's global raster index + 1
+//! instead of `1..=K`, the same order), the same region graph (sums up to the last bits
+//! of an `f64`) and the same agglomeration. Tested against the whole volume on noisy,
+//! quantized (plateaus everywhere), tiny random and gala volumes, for many chunk shapes.
 //!
-//! - Every decision of the watershed about a voxel depends on its own and its neighbours'
-//!   edges, except plateau division, which can reach across a whole plateau. A chunk is cut
-//!   out with a ghost margin; voxels on a face where the cut-out ends inside the volume miss
-//!   an edge, so they, and every plateau they touch, are *uncertain*. A basin with no
-//!   uncertain voxel is exactly the whole-volume basin (tested against the whole volume on
-//!   tens of thousands of random cuts); the rest are *frozen*.
-//! - Size-dependent single linkage visits edges in one global order (affinity, then the global
-//!   raster index of the basins' first voxels). An edge from a frozen segment to one smaller
-//!   than the size limit freezes it instead of merging (whether it joins depends on what
-//!   the chunk cannot see); a segment at or above the limit stays open, since from then on it
-//!   only merges because of the other side's size. So the sizes that steer decisions are
-//!   never guesses: an unfrozen segment holds exactly the interior basins of its
-//!   whole-volume segment (frozen voxels may still join it in a parent), and only unfrozen
-//!   segments are removed as dust.
-//! - Mean-affinity agglomeration is reducible (a merged edge's score lies between the scores
-//!   it combines), so any order that merges a pair whose edge beats all edges around both
-//!   ends yields the same hierarchy. Popping an edge to a frozen node freezes the other end;
-//!   the merges that remain are exactly such dominant pairs, so unfrozen clusters are final.
-//! - Frozen segments are handed up (the next step, not built yet): a parent cuts out the
-//!   union of its children (faces between children become interior), re-runs the decisions
-//!   on what was frozen and joins the faces, until the root leaves nothing frozen.
-//!
-//! Unfrozen segments of a chunk are named by their first voxel's global raster index + 1, a
-//! name that does not depend on the chunking; only when a parent attaches frozen voxels
-//! before that first voxel does the name change, and the parent knows when it does.
+//! - Every decision of the watershed about a voxel's link depends on its own and its
+//!   neighbours' edges, except plateau division, which can reach across a plateau. A voxel
+//!   at plateau distance `d` from its exit is decided by the plateau within `d` of it, so a
+//!   cut-out decides it exactly when it lies `d + 2` voxels inside the cut-out's faces (and
+//!   a maximum plateau below `T_high` exactly when it stays 2 voxels inside). Leaves label
+//!   the components of their core's certain links (*pieces*); parents re-run the undecided
+//!   voxels on boxes around them and join pieces along links across their children's
+//!   faces; a piece that touches no face inside the volume is a whole-volume basin. The
+//!   basin graph (contacts summed per pair inside leaves and across faces by parents) is
+//!   then the whole volume's, and size-dependent single linkage, dust removal and
+//!   agglomeration run on it once ([`chunked::finish`]).
+//! - The older per-chunk variants ([`watershed::watershed_chunk`],
+//!   [`agglomeration::agglomerate_frozen`]) decide what they can inside one chunk and
+//!   *freeze* the rest: a basin with an uncertain voxel (the whole plateau touching a face)
+//!   is frozen; size-dependent single linkage visits edges in one global order (affinity,
+//!   then the global raster index of the basins' first voxels), and an edge from a frozen
+//!   segment to one smaller than the size limit freezes it instead of merging, while a
+//!   segment at or above the limit stays open (from then on it only merges because of the
+//!   other side's size), so an unfrozen segment holds exactly the interior basins of its
+//!   whole-volume segment; mean-affinity agglomeration is reducible (a merged edge's score
+//!   lies between the scores it combines), so popping an edge to a frozen node freezes the
+//!   other end and the unfrozen clusters are final. They are the building blocks for
+//!   making the graph steps of [`chunked`] hierarchical too (today they hold the whole
+//!   basin graph in one task).
 
 pub mod affinity;
 pub mod agglomeration;

@@ -329,3 +329,45 @@ fn chunked_equals_whole_on_gala() {
     let n = got.finished.graph.ids.len();
     assert!(n > 50, "{n} supervoxels");
 }
+
+#[test]
+fn progress_counts_every_step_and_bad_input_is_refused() {
+    let affs = noisy_volume([12, 14, 16], 9, false);
+    let params = ChunkedParams {
+        chunk_size: [5, 6, 7],
+        ghost: 3,
+        watershed: ws_params(),
+        threshold: 0.3,
+        threads: 2,
+    };
+    let seen = Mutex::new(Vec::new());
+    let got = run(&affs, &params, |done, total| {
+        seen.lock().unwrap().push((done, total))
+    })
+    .unwrap();
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort_unstable();
+    let total = got.tree.len() + 1 + got.chunks.len();
+    assert_eq!(seen, (1..=total).map(|d| (d, total)).collect::<Vec<_>>());
+
+    let tree = TaskTree::new(affs.shape(), params.chunk_size).unwrap();
+    let root = tree.root().unwrap();
+    // A parent without its children, a task outside the tree, a source of another shape.
+    assert!(run_task(&affs, &tree, root, &params, &[]).is_err());
+    let outside = TaskId {
+        level: 0,
+        index: [9, 0, 0],
+    };
+    assert!(run_task(&affs, &tree, outside, &params, &[]).is_err());
+    let other = TaskTree::new([4, 4, 4], params.chunk_size).unwrap();
+    assert!(run_task(&affs, &other, other.root().unwrap(), &params, &[]).is_err());
+    let bad = ChunkedParams {
+        chunk_size: [0, 1, 1],
+        ..params
+    };
+    assert!(run(&affs, &bad, |_, _| {}).is_err());
+    // An empty volume has no tasks and no supervoxels.
+    let empty = Affinities::new([0, 3, 3], vec![]).unwrap();
+    let got = run(&empty, &params, |_, _| {}).unwrap();
+    assert!(got.chunks.is_empty() && got.finished.graph.ids.is_empty());
+}
