@@ -10,14 +10,15 @@
 //!   region graph MV/s, agglomeration MV/s, peak resident memory (VmHWM) per stage, ARAND.
 //! - the same Voronoi volume chunked (`cg_segmentation::chunked::run`, `--chunk Z,Y,X`,
 //!   `--ghost G`, `--threads T`; default 64³ chunks, ghost 4, 2 threads): the same figures
-//!   (wall clock), checked equal to the whole-volume supervoxels.
+//!   (wall clock), checked equal to the whole-volume supervoxels. `--only chunked` runs it
+//!   alone, with only the affinities resident, so its peak is its own.
 //! - optionally the NeuroProof ground truth with a noisy membrane (`--neuroproof`).
 //!
 //! Flags: `--data DIR` (fixtures; default `$CG_SHARED_DATA`, else `shared/data` beside the
 //! checkout), `--thresholds 0.02,0.03,...` (gala), `--ws LOW,HIGH,MERGE,SIZE,DUST` (gala's
 //! watershed parameters; default `WatershedParams::default()`), `--synthetic N`, `--noise S`,
 //! `--ws-synthetic ...`, `--synthetic-thresholds ...`,
-//! `--only gala|synthetic|neuroproof`, `--sweep` (grid search of the watershed parameters on
+//! `--only gala|synthetic|chunked|neuroproof`, `--sweep` (grid search of the watershed parameters on
 //! gala), `--export DIR` (write the affinities and ground truths used, as .npy, for
 //! tests/python/segmentation), `--json FILE` (results).
 
@@ -146,6 +147,19 @@ fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime and stime are the 12th
     // and 13th, in clock ticks of 1/100 s.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// CPU time of all threads of this process so far, in seconds.
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest
         .split_whitespace()
@@ -373,7 +387,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(seg);
         drop(labels);
         drop(agg);
-        let chunked = chunked_figures(&args, &affs, threshold, mv, whole_hash, whole_merges)?;
+        let chunked = chunked_figures(&args, &affs, threshold, mv, || {
+            Ok((whole_hash, whole_merges))
+        })?;
         println!(
             "  (whole volume: {whole_svs} supervoxels, {whole_edges} edges; affinity input {:.0} MiB)",
             voxels * 12.0 / 1048576.0
@@ -397,6 +413,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scores.voi_merge,
             rows_json(&rows)
         );
+    }
+
+    if args.only.as_deref() == Some("chunked") {
+        // Only the affinities resident: the peak is the chunked run's own. The whole-volume
+        // run that checks it comes after the measurement.
+        let n = args.synthetic;
+        let syn = voronoi(&VoronoiParams {
+            shape: [n, n, n],
+            cell: 24.0,
+            membrane: 1.0,
+            noise: args.noise,
+            seed: 1,
+        })?;
+        let affs = syn.affinities()?;
+        drop(syn);
+        let mv = affs.voxels() as f64 / 1e6;
+        let threshold = args
+            .synthetic_thresholds
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        println!("\nsynthetic Voronoi [{n}, {n}, {n}] ({mv:.1} MV), chunked only");
+        let ws = args.ws_synthetic;
+        let chunked = chunked_figures(&args, &affs, threshold, mv, || {
+            let seg = watershed(&affs, &ws)?;
+            let merges = agglomerate(&seg.graph, threshold).merges.len();
+            Ok((labels_hash(&seg.labels), merges))
+        })?;
+        if json.len() > 1 {
+            json.push_str(", ");
+        }
+        let _ = write!(json, "\"chunked\": {chunked}");
     }
 
     if args.neuroproof && run("neuroproof") {
@@ -454,8 +502,7 @@ fn chunked_figures(
     affs: &Affinities,
     threshold: f64,
     mv: f64,
-    whole_hash: u64,
-    whole_merges: usize,
+    whole: impl FnOnce() -> Result<(u64, usize), Box<dyn std::error::Error>>,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let params = chunked::ChunkedParams {
         chunk_size: args.chunk,
@@ -467,7 +514,7 @@ fn chunked_figures(
     let base = status_mib("VmRSS:");
     reset_peak();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_secs());
     let shape = affs.shape();
     let hash = std::sync::atomic::AtomicU64::new(0);
     let (tree, finished, t) = chunked::run_streaming(
@@ -477,26 +524,29 @@ fn chunked_figures(
         |c| {
             let cs = c.core.shape();
             let mut h = 0u64;
-            for (k, &l) in c.labels.iter().enumerate() {
-                let (z, y, x) = (k / (cs[1] * cs[2]), (k / cs[2]) % cs[1], k % cs[2]);
+            for (r, row) in c.labels.chunks(cs[2].max(1)).enumerate() {
+                let (z, y) = (r / cs[1], r % cs[1]);
                 let g = ((c.core.start[0] + z) * shape[1] + c.core.start[1] + y) * shape[2]
-                    + c.core.start[2]
-                    + x;
-                h = h.wrapping_add(voxel_hash(g as u64, l));
+                    + c.core.start[2];
+                for (x, &l) in row.iter().enumerate() {
+                    h = h.wrapping_add(voxel_hash((g + x) as u64, l));
+                }
             }
             hash.fetch_add(h, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         },
     )?;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs() - c0;
     let peak = peak_mib();
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let ws_secs = t.tasks() + t.graph + t.labels;
+    let (whole_hash, whole_merges) = whole()?;
     let same =
         hash.into_inner() == whole_hash && finished.agglomeration.merges.len() == whole_merges;
     let input_mib = affs.voxels() as f64 * 12.0 / 1048576.0;
     println!(
-        "  chunked {:?} ghost {} on {} threads ({} tasks, {} levels): {secs:.2} s in all, peak {peak:.0} MiB = {:.2}x the affinity input (resident before: {base:.0} MiB); load {} -> {}",
+        "  chunked {:?} ghost {} on {} threads ({} tasks, {} levels): {secs:.2} s in all (CPU {cpu:.2} s of all threads), peak {peak:.0} MiB = {:.2}x the affinity input (resident before: {base:.0} MiB); load {} -> {}",
         params.chunk_size,
         params.ghost,
         params.threads,
