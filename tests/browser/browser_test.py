@@ -277,14 +277,13 @@ class Calibration:
 
     def measure(self):
         # The panel first settles (a side panel or status bar opening animates the layout).
-        rect = wait_for(
-            "the xy panel to settle",
-            lambda: (lambda a: (lambda c: (np.allclose(a, c, atol=0.5), c))((time.sleep(0.3), self.xy_rect())[1]))(
-                self.xy_rect()
-            ),
-            20,
-            0.1,
-        )[1]
+        def settled():
+            a = self.xy_rect()
+            time.sleep(0.3)
+            c = self.xy_rect()
+            return (np.allclose(a, c, atol=0.5), c)
+
+        rect = wait_for("the xy panel to settle", settled, 20, 0.1)[1]
         x, y, w, h = rect
         cx, cy = x + w / 2, y + h / 2
         d = min(w, h) / 4
@@ -696,16 +695,16 @@ def edit_requests(b: Browser, name: str):
 
 
 def wait_answered(b: Browser, name: str, before: int, timeout: float):
-    def probe():
-        reqs = edit_requests(b, name)[before:]
-        done = [r for r in reqs if r.finished or r.status is not None]
-        return (bool(done), f"{len(reqs)} {name} requests sent")
+    """The first `name` request after the `before` already seen, once answered; fails
+    unless it answered 2xx."""
 
-    r = wait_for(f"the viewer's {name} request", probe, timeout, 0.5)
-    req = [x for x in edit_requests(b, name)[before:] if x.finished or x.status is not None][0]
+    def probe():
+        done = [r for r in edit_requests(b, name)[before:] if r.finished or r.status is not None]
+        return (bool(done), done[0] if done else "none sent")
+
+    req = wait_for(f"the viewer's {name} request", probe, timeout, 0.5)[1]
     if not req.ok:
         raise CheckFailed(f"{name} request answered {req.status or req.error}; body {req.post_data}")
-    del r
     return req
 
 
@@ -787,7 +786,7 @@ def check_split(ctx, calib: Calibration, a, b_):
     server: Server = ctx["server"]
     if "merged" not in ctx:
         raise CheckFailed("needs the merge to have succeeded")
-    (root_a, pa), (root_b, pb) = a, b_
+    (_, pa), (_, pb) = a, b_
     merged = ctx["merged"]
     sv_a, sv_b = ctx["sv"]
     sent = len(edit_requests(b, "split"))
