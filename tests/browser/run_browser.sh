@@ -38,4 +38,5 @@ else
     { echo "error: pip could not install $req into .venv-browser" >&2; exit 1; }
   echo "$want" >"$venv/.requirements-stamp"
 fi
-exec "$venv/bin/python" "$here/browser_test.py" "$@"
+# -B: no __pycache__ next to the sources.
+exec "$venv/bin/python" -B "$here/browser_test.py" "$@"
