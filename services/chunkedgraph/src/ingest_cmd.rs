@@ -189,7 +189,10 @@ fn load(args: &IngestArgs) -> anyhow::Result<Loaded> {
     if let Some(n) = args.synthetic {
         let params = cg_graph::synthetic::Params::with_supervoxels(args.seed, n);
         let g = cg_graph::synthetic::generate(&params);
-        let geometry = g.geometry()?;
+        let mut geometry = g.geometry()?;
+        if let Some(r) = args.resolution {
+            geometry.resolution = r.0;
+        }
         let source = MemorySource::from_synthetic(&g, &geometry)?;
         return Ok((geometry, source, Some(g)));
     }

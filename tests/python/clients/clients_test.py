@@ -16,8 +16,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
+import DracoPy
 import numpy as np
 import requests
 from caveclient.auth import AuthClient
@@ -64,6 +66,14 @@ def main():
         )
         if ingest.returncode != 0:
             print(ingest.stderr, file=sys.stderr)
+            print("clients: 0 passed, 1 failed")
+            return 1
+        mesh = subprocess.run(
+            [BIN, "mesh", "--table", TABLE, "--data-dir", data],
+            env=env, capture_output=True, text=True,
+        )
+        if mesh.returncode != 0:
+            print(mesh.stderr, file=sys.stderr)
             print("clients: 0 passed, 1 failed")
             return 1
         server = subprocess.Popen(
@@ -177,6 +187,58 @@ def run_checks(base):
         cover = cg.get_minimal_covering_nodes(l2s)
         assert cover.tolist() == [r]
 
+    def fragments_decoded(root):
+        """Every fragment of a root's manifest, fetched and parsed as Neuroglancer does (the
+        `~{seg}:` prefix, then `~{layer}/{shard}:{offset}:{size}` by byte range or a
+        dynamic file name) and decoded by DracoPy; returns (dynamic count, vertices)."""
+        url = f"{base}/meshing/api/v1/table/{TABLE}/manifest/{root}:0"
+        m = requests.get(url, params={"verify": 1, "prepend_seg_ids": 1}).json()
+        assert m["fragments"], f"no fragments for {root}"
+        mesh_dir = cv.meta.info["data_dir"] + "/" + cv.meta.info["mesh"]
+        dynamic, points = 0, []
+        for frag in m["fragments"]:
+            seg, frag = frag[1:].split(":", 1)
+            assert int(seg) > 0
+            if frag.startswith("~"):
+                path, offset, size = frag[1:].split(":")
+                offset, size = int(offset), int(size)
+                r = requests.get(f"{mesh_dir}/initial/{path}",
+                                 headers={"Range": f"bytes={offset}-{offset + size - 1}"})
+                assert r.status_code == 206 and len(r.content) == size, r.status_code
+            else:
+                dynamic += 1
+                r = requests.get(f"{mesh_dir}/dynamic/{frag}")
+                assert r.status_code == 200, r.status_code
+            decoded = DracoPy.decode(r.content)
+            pts = np.asarray(decoded.points).reshape(-1, 3)
+            assert len(pts) and len(np.asarray(decoded.faces)), frag
+            points.append(pts)
+        return dynamic, np.concatenate(points)
+
+    def inside_volume(points):
+        lo = np.asarray(cv.bounds.minpt) * np.asarray(cv.resolution)
+        hi = np.asarray(cv.bounds.maxpt) * np.asarray(cv.resolution)
+        assert (points >= lo).all() and (points <= hi).all(), (points.min(0), points.max(0), lo, hi)
+
+    @check("meshes: manifests, every fragment through DracoPy, cloud-volume mesh.get")
+    def _():
+        info = cg.segmentation_info
+        assert info["mesh"] == "graphene_meshes"
+        meta = info["mesh_metadata"]
+        assert meta["unsharded_mesh_dir"] == "dynamic" and meta["uniform_draco_grid_size"] >= 1
+        roots = sorted(set(int(r) for r in state["roots"]))
+        for root in roots[:6]:
+            _, points = fragments_decoded(root)
+            inside_volume(points)
+            mesh = cv.mesh.get(root)
+            mesh = mesh[root] if isinstance(mesh, dict) else mesh
+            assert len(mesh.faces) > 0 and len(mesh.vertices) > 0
+            inside_volume(mesh.vertices)
+            # cloud-volume's layer-2 path: the manifest with return_seg_ids and a body.
+            l2 = cv.mesh.fetch_manifest(root, level=2, return_segids=True)
+            assert len(l2["fragments"]) == len(l2["seg_ids"]) > 0
+            assert all(cv.meta.decode_layer_id(s) == 2 for s in l2["seg_ids"])
+
     @check("merge, history and undo through caveclient")
     def _():
         svs, roots = state["svs"], state["roots"]
@@ -205,6 +267,21 @@ def run_checks(base):
         old, new = cg.get_delta_roots(datetime.datetime.now(datetime.timezone.utc)
                                       - datetime.timedelta(hours=1))
         assert new.tolist() == [new_root]
+        # The new root's meshes come without asking: the server remeshes after each edit.
+        deadline = time.time() + 60
+        while True:
+            try:
+                dynamic, points = fragments_decoded(new_root)
+                if dynamic:
+                    break
+            except AssertionError:
+                pass
+            assert time.time() < deadline, "the merged root got no new mesh fragments"
+            time.sleep(0.05)
+        inside_volume(points)
+        merged = cv.mesh.get(new_root)
+        merged = merged[new_root] if isinstance(merged, dict) else merged
+        assert len(merged.faces) > 0
         undo = cg.undo_operation(res["operation_id"])
         assert sorted(int(x) for x in undo["new_root_ids"]) == sorted(cg.get_roots([a, b]).tolist())
         assert cg.get_roots([a]) != cg.get_roots([b])
