@@ -1039,3 +1039,63 @@ async fn protocol_and_bad_input() {
     assert!(msg.contains("lock"), "{msg}");
     assert_eq!(r.header("retry-after"), "1");
 }
+
+/// Neuroglancer's graphene source (2.41.2) fails to open the whole layer when the info names
+/// a mesh directory whose `info` is missing (the 404 there becomes "Expected JSON object"):
+/// the info names `mesh` only once the mesh directory has its info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_names_the_mesh_directory_only_once_meshes_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = EmulatorProcess::ours(&dir.path().join("bigtable"), &[]);
+    let seg = dir.path().join("segmentation");
+    let env = [("BIGTABLE_EMULATOR_HOST", emulator.addr.to_string())];
+    cg_tests::ingest_synthetic(
+        TABLE,
+        500,
+        SEED,
+        &["--segmentation-dir", seg.to_str().expect("utf-8 path")],
+        &env,
+    );
+    let server = cg_tests::ServeProcess::start(&[], &env);
+    let http = reqwest::Client::new();
+    let info = || async {
+        let r = http
+            .get(format!("{}/segmentation/table/{TABLE}/info", server.base))
+            .send()
+            .await
+            .expect("info");
+        assert_eq!(r.status(), 200);
+        serde_json::from_slice::<Value>(&r.bytes().await.expect("info body")).expect("info JSON")
+    };
+    let before = info().await;
+    assert!(
+        before["data_dir"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("/data")),
+        "{before}"
+    );
+    assert!(
+        before.get("mesh").is_none(),
+        "mesh named without meshes: {before}"
+    );
+
+    // What `chunkedgraph mesh` leaves: the mesh directory with its info.
+    std::fs::create_dir_all(seg.join("graphene_meshes")).expect("mesh dir");
+    std::fs::write(
+        seg.join("graphene_meshes").join("info"),
+        r#"{"@type": "neuroglancer_legacy_mesh"}"#,
+    )
+    .expect("mesh info");
+    let after = info().await;
+    assert_eq!(after["mesh"], "graphene_meshes");
+    let mesh_info = http
+        .get(format!(
+            "{}/{}/info",
+            after["data_dir"].as_str().expect("data_dir"),
+            after["mesh"].as_str().expect("mesh")
+        ))
+        .send()
+        .await
+        .expect("mesh info");
+    assert_eq!(mesh_info.status(), 200);
+}

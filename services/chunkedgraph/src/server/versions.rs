@@ -109,12 +109,22 @@ pub async fn info(
         let mesh_info = std::path::Path::new(dir)
             .join(crate::meshing::layout::MESH_DIR)
             .join("info");
-        if let Ok(bytes) = tokio::fs::read(&mesh_info).await {
-            if let Ok(m) = serde_json::from_slice::<Value>(&bytes) {
-                if let Some(meta) = m.get("mesh_metadata") {
-                    info["mesh_metadata"] = meta.clone();
+        match tokio::fs::read(&mesh_info).await {
+            Ok(bytes) => {
+                if let Ok(m) = serde_json::from_slice::<Value>(&bytes) {
+                    if let Some(meta) = m.get("mesh_metadata") {
+                        info["mesh_metadata"] = meta.clone();
+                    }
                 }
             }
+            // No meshes (yet): Neuroglancer's graphene source (2.41.2) fails to open the whole
+            // layer when the info names a mesh directory whose info is missing, so name none.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(o) = info.as_object_mut() {
+                    o.remove("mesh");
+                }
+            }
+            Err(_) => {}
         }
     }
     Ok(json(&info))
