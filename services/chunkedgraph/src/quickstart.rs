@@ -81,7 +81,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     .context("pipeline arguments")?;
     crate::pipeline::run(pipeline.cmd).await?;
 
-    // A few of the largest objects, to show selected.
+    // A few objects of the chunk at the centre, where the link's view is.
     let storage = crate::storage::StorageArgs {
         data_dir: args.data_dir.clone(),
         bigtable_project: None,
@@ -90,9 +90,12 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let segments = {
         let (client, _) = storage.connect().await?;
         let g = ChunkedGraph::open(client, TABLE).await?;
-        let centre = g.geometry().chunk_id(1, [0, 0, 0])?;
+        let geo = g.geometry();
+        let mid = [x / 2, y / 2, z / 2];
+        let coord = [0, 1, 2].map(|a| mid[a] / geo.chunk_size[a].max(1));
+        let centre = geo.chunk_id(1, coord)?;
         let svs: Vec<u64> = (1..=40)
-            .filter_map(|s| g.geometry().node_id(centre, s).ok())
+            .filter_map(|s| geo.node_id(centre, s).ok())
             .collect();
         let q = RootQuery {
             fail_to_zero: true,
