@@ -300,6 +300,10 @@ struct Link {
     dir: u8,
 }
 
+/// Parent code of a maximum-plateau voxel below `T_high` whose plateau reaches near a face
+/// of the box: it may not be a maximum in the whole volume.
+const FLOODED: u8 = 8;
+
 /// Marks a neighbour outside the core in [`Uncertain::neighbours`].
 const OUTSIDE: u64 = u64::MAX;
 
@@ -400,9 +404,8 @@ struct Flow {
     affs: Affinities,
     parent: Vec<u8>,
     both: Vec<u8>,
-    levels: Vec<u32>,
-    /// Maximum-plateau voxels joined to the band near the faces.
-    flooded: Vec<bool>,
+    /// Distance to the exit of plateau voxels the division reached (exits: none).
+    levels: FxHashMap<u32, u32>,
     cut_low: [bool; 3],
     cut_high: [bool; 3],
     t_high: f32,
@@ -411,10 +414,9 @@ struct Flow {
 impl Flow {
     fn new(affs: Affinities, b: &Box3, volume: [usize; 3], p: &WatershedParams) -> Self {
         let shape = b.shape();
-        let n = voxel_count(shape);
         let bits = steepest_ascent(&affs, p.t_low, p.t_high);
         let both = kept_both_ways(shape, &bits);
-        let mut levels = vec![u32::MAX; n];
+        let mut levels = FxHashMap::default();
         let parent = divide_plateaus(shape, bits, &both, Some(&mut levels));
         let cut_low = [0, 1, 2].map(|a| b.start[a] > 0);
         let cut_high = [0, 1, 2].map(|a| b.stop[a] < volume[a]);
@@ -424,7 +426,6 @@ impl Flow {
             parent,
             both,
             levels,
-            flooded: Vec::new(),
             cut_low,
             cut_high,
             t_high: p.t_high,
@@ -447,10 +448,9 @@ impl Flow {
         d
     }
 
-    /// Marks maximum-plateau voxels below `T_high` connected to one within 1 voxel of a face.
+    /// Marks maximum-plateau voxels below `T_high` connected to one within 1 voxel of a face
+    /// ([`FLOODED`]).
     fn flood(&mut self) {
-        let n = self.parent.len();
-        let mut flooded = vec![false; n];
         let mut stack: Vec<u32> = Vec::new();
         let [nz, ny, nx] = self.shape;
         let near =
@@ -467,8 +467,8 @@ impl Flow {
                     let i = row + x;
                     // Plateaus at or above T_high are always maxima: only lower ones
                     // can be cut wrongly (and both-way edges never join the two kinds).
-                    if self.parent[i] == UNRESOLVED && !flooded[i] && !self.high(i) {
-                        flooded[i] = true;
+                    if self.parent[i] == UNRESOLVED && !self.high(i) {
+                        self.parent[i] = FLOODED;
                         stack.push(i as u32);
                     }
                 };
@@ -487,13 +487,17 @@ impl Flow {
                 let d = e.trailing_zeros() as usize;
                 e &= e - 1;
                 let j = (i as isize + off[d]) as usize;
-                if self.parent[j] == UNRESOLVED && !flooded[j] {
-                    flooded[j] = true;
+                if self.parent[j] == UNRESOLVED {
+                    self.parent[j] = FLOODED;
                     stack.push(j as u32);
                 }
             }
         }
-        self.flooded = flooded;
+    }
+
+    /// A plateau voxel's distance to its exit (0 for exits and other voxels).
+    fn level(&self, i: usize) -> usize {
+        self.levels.get(&(i as u32)).map_or(0, |&l| l as usize)
     }
 
     /// Whether a maximum-plateau voxel's best edge is at or above `T_high`.
@@ -513,8 +517,9 @@ impl Flow {
         let df = self.face_distance(c);
         match self.parent[i] {
             NONE => df >= 1,
-            UNRESOLVED => df >= 2 && !self.flooded[i],
-            _ => df >= 2 && (self.levels[i] == u32::MAX || df >= self.levels[i] as usize + 2),
+            UNRESOLVED => df >= 2,
+            FLOODED => false,
+            _ => df >= 2 + self.level(i),
         }
     }
 
@@ -522,7 +527,7 @@ impl Flow {
     fn links(&self, i: usize) -> u8 {
         match self.parent[i] {
             NONE => 0,
-            UNRESOLVED => self.both[i],
+            UNRESOLVED | FLOODED => self.both[i],
             d => 1 << d,
         }
     }
@@ -645,7 +650,7 @@ fn run_leaf(
     let n = voxel_count(cs);
     let global = |c: [usize; 3]| raster([0, 1, 2].map(|a| c[a] + core.start[a]), volume) as u64;
 
-    let mut uf = vec![0u32; n];
+    let mut uf: Vec<u32> = Vec::with_capacity(n);
     // Links out of the core (core voxel index, direction) and uncertain core voxels.
     let mut out_links: Vec<(u32, u8)> = Vec::new();
     let mut uncertain: Vec<u32> = Vec::new();
@@ -664,6 +669,7 @@ fn run_leaf(
             let k0 = raster([z, y, 0], cs);
             for x in 0..cs[2] {
                 let (i, k) = (i0 + x, k0 + x);
+                debug_assert_eq!(uf.len(), k);
                 let inside = [
                     z > 0,
                     y > 0,
@@ -676,25 +682,27 @@ fn run_leaf(
                 // Core voxels lie at least 2 voxels from the cut-out's faces (see
                 // `Flow::certain`): only plateau voxels can be uncertain.
                 let certain = match p {
-                    NONE => true,
-                    UNRESOLVED => !flow.flooded[i],
+                    NONE | UNRESOLVED => true,
+                    FLOODED => false,
                     _ => {
-                        let level = flow.levels[i];
-                        level == u32::MAX || {
-                            let lc = [z + o[0], y + o[1], x + o[2]];
-                            flow.face_distance(lc) >= level as usize + 2
+                        flow.both[i] == 0 || {
+                            let level = flow.level(i);
+                            level == 0 || {
+                                let lc = [z + o[0], y + o[1], x + o[2]];
+                                flow.face_distance(lc) >= level + 2
+                            }
                         }
                     }
                 };
                 if !certain {
-                    uf[k] = k as u32;
+                    uf.push(k as u32);
                     uncertain.push(k as u32);
                     continue;
                 }
                 match p {
-                    NONE => uf[k] = DONE,
+                    NONE => uf.push(DONE),
                     UNRESOLVED => {
-                        uf[k] = k as u32;
+                        uf.push(k as u32);
                         let mut e = flow.both[i];
                         while e != 0 {
                             let d = e.trailing_zeros() as usize;
@@ -712,9 +720,9 @@ fn run_leaf(
                     }
                     d => {
                         if inside[d as usize] {
-                            uf[k] = (k as isize + coff[d as usize]) as u32;
+                            uf.push((k as isize + coff[d as usize]) as u32);
                         } else {
-                            uf[k] = k as u32;
+                            uf.push(k as u32);
                             out_links.push((k as u32, d));
                         }
                     }

@@ -242,12 +242,13 @@ pub(crate) fn kept_both_ways(shape: [usize; 3], bits: &[u8]) -> Vec<u8> {
 
 /// Step 2: every voxel's parent direction; plateau voxels go to their nearest exit.
 /// Consumes the steepest-ascent bytes (the parent codes take their place). With `levels`,
-/// records each plateau voxel's distance to its exit (exits 0; others keep their value).
+/// records the distance to its exit of each voxel the search reaches (exits, at 0, are not
+/// recorded).
 pub(crate) fn divide_plateaus(
     shape: [usize; 3],
     mut bits: Vec<u8>,
     both: &[u8],
-    mut levels: Option<&mut [u32]>,
+    mut levels: Option<&mut rustc_hash::FxHashMap<u32, u32>>,
 ) -> Vec<u8> {
     let off = offsets(shape);
     let mut queue: Vec<u32> = Vec::new();
@@ -270,15 +271,15 @@ pub(crate) fn divide_plateaus(
     }
     let parent = &mut bits;
     let mut head = 0;
+    // The queue holds one distance after the other: `level` is queue[head]'s.
+    let (mut level, mut level_end) = (0u32, queue.len());
     while head < queue.len() {
+        if head == level_end {
+            level += 1;
+            level_end = queue.len();
+        }
         let i = queue[head] as usize;
         head += 1;
-        let next = levels.as_deref_mut().map(|l| {
-            if l[i] == u32::MAX {
-                l[i] = 0;
-            }
-            l[i] + 1
-        });
         let mut p = both[i];
         while p != 0 {
             let d = p.trailing_zeros() as usize;
@@ -286,8 +287,8 @@ pub(crate) fn divide_plateaus(
             let j = (i as isize + off[d]) as usize;
             if parent[j] == UNRESOLVED {
                 parent[j] = opposite(d) as u8;
-                if let (Some(l), Some(next)) = (levels.as_deref_mut(), next) {
-                    l[j] = next;
+                if let Some(l) = levels.as_deref_mut() {
+                    l.insert(j as u32, level + 1);
                 }
                 queue.push(j as u32);
             }
