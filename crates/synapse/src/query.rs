@@ -159,7 +159,9 @@ impl SynapseStore {
         dir: Direction,
     ) -> Result<Vec<ResolvedSynapse>> {
         let t = at.unwrap_or_else(now);
+        let started = std::time::Instant::now();
         let leaves = self.leaves_of(&[root]).await?;
+        let leaves_done = started.elapsed();
         let own: HashSet<u64> = leaves[0].iter().copied().collect();
         let mut found: Vec<(u64, u8, Record)> = Vec::new();
         // The root check and the reads of its rows do not depend on each other.
@@ -172,6 +174,7 @@ impl SynapseStore {
         });
         let one = [root];
         futures::try_join!(self.check_roots(&one, &leaves, t), read)?;
+        let rows_done = started.elapsed();
         let mut far: Vec<u64> = found
             .iter()
             .map(|(_, _, r)| r.partner)
@@ -190,6 +193,16 @@ impl SynapseStore {
                 },
             )
             .await?;
+        tracing::debug!(
+            root,
+            supervoxels = leaves[0].len(),
+            synapses = found.len(),
+            partner_supervoxels = far.len(),
+            "leaves {:?}, rows {:?}, partner roots {:?}",
+            leaves_done,
+            rows_done - leaves_done,
+            started.elapsed() - rows_done
+        );
         let root_of: HashMap<u64, u64> = far.into_iter().zip(far_roots).collect();
         let resolve = |sv: u64| {
             if own.contains(&sv) {
