@@ -7,11 +7,24 @@
 //! may be partial): the leaf tasks. A parent task is a 2×2×2 block of tasks of the level
 //! below, up to one root. Each task runs on its own ([`run_task`]): a leaf reads its core box
 //! grown by the ghost margin through an [`AffinitySource`]; a parent reads its children's
-//! [`TaskOutput`]s (plus small affinity boxes, see below). Outputs serialize to bytes
-//! ([`TaskOutput::to_bytes`]). When the root is done, [`finish`] reads the final basins and
-//! contacts of every task and runs the graph steps; [`chunk_labels`] gives a leaf chunk's
-//! final supervoxels from its own output, its ancestors' renames and the finished graph.
-//! [`run`] does all of it in-process, the tasks of a level in parallel.
+//! [`TaskOutput`]s (plus small affinity boxes, see below). When the root is done,
+//! [`finish`] reads every task's [`GraphPart`] (the basins and contacts it made final) and
+//! runs the graph steps once; [`chunk_labels`] then gives each leaf chunk's final
+//! supervoxels from its own output, its ancestors' renames and the [`Finished`] graph, so
+//! leaves can be finalized in parallel too. All three serialize to bytes (`to_bytes` /
+//! `from_bytes`: little-endian, a magic and version, checked lengths), so a pipeline can
+//! store them as files and skip finished tasks:
+//!
+//! ```text
+//! for level in 0..tree.levels():  for task in tree.tasks(level):   (in parallel)
+//!     out = run_task(src, tree, task, params, children's outputs)  -> task file
+//! finished = finish(every task's out.graph, params)                -> one file
+//! for leaf in tree.tasks(0):                                         (in parallel)
+//!     chunk_labels(leaf's out, ancestors' out.renames, finished)   -> the chunk's labels
+//! ```
+//!
+//! [`run`] (and [`run_streaming`], which hands chunk labels to a callback) does all of it
+//! in-process: the tasks of a level in parallel, largest first.
 //!
 //! # Basins: links, pieces and names
 //!
@@ -343,11 +356,18 @@ pub struct TaskOutput {
     pub names: Vec<u64>,
     /// Pieces of the children joined here: old name → new name, sorted by old name.
     pub renames: Vec<(u64, u64)>,
-    /// Basins that became final here: name (first voxel + 1) and voxels.
-    pub basins: Vec<(u64, u64)>,
-    /// Contacts between final basins that became known here.
-    pub contacts: Vec<Contact>,
+    /// What [`finish`] needs from this task.
+    pub graph: GraphPart,
     up: Up,
+}
+
+/// The basins and contacts a task made final: all that [`finish`] reads of it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GraphPart {
+    /// Name (first voxel + 1) and voxels.
+    pub basins: Vec<(u64, u64)>,
+    /// Contacts between final basins, each pair in one task only.
+    pub contacts: Vec<Contact>,
 }
 
 /// A leaf's piece indices per core voxel, in 2 bytes a voxel when they fit.
@@ -838,8 +858,7 @@ fn run_leaf(
         labels: PieceLabels::new(labels, count),
         names,
         renames: Vec::new(),
-        basins,
-        contacts,
+        graph: GraphPart { basins, contacts },
         up,
     })
 }
@@ -1229,8 +1248,10 @@ fn run_parent(
         labels: PieceLabels::default(),
         names: Vec::new(),
         renames,
-        basins,
-        contacts: done,
+        graph: GraphPart {
+            basins,
+            contacts: done,
+        },
         up,
     })
 }
@@ -1292,22 +1313,12 @@ impl Finished {
 }
 
 /// Size-dependent single linkage, dust removal and agglomeration on the basins and contacts
-/// that `outputs` (every task of a tree) made final.
-pub fn finish<'a>(
-    outputs: impl IntoIterator<Item = &'a TaskOutput>,
+/// that every task of a tree made final (their [`TaskOutput::graph`], in any order).
+pub fn finish(
+    parts: impl IntoIterator<Item = GraphPart>,
     params: &ChunkedParams,
 ) -> Result<Finished> {
-    let mut basins = Vec::new();
-    let mut lists = Vec::new();
-    for o in outputs {
-        basins.extend_from_slice(&o.basins);
-        lists.push(o.contacts.as_slice());
-    }
-    let (basins, supervoxels, graph) = supervoxel_graph(
-        basins,
-        lists.into_iter().map(std::borrow::Cow::Borrowed),
-        &params.watershed,
-    )?;
+    let (basins, supervoxels, graph) = supervoxel_graph(parts, &params.watershed)?;
     let agglomeration = agglomerate(&graph, params.threshold);
     Ok(Finished {
         basins,
@@ -1318,11 +1329,16 @@ pub fn finish<'a>(
 }
 
 /// Basin names, each basin's supervoxel, and the supervoxels' region graph.
-fn supervoxel_graph<'a>(
-    mut basins: Vec<(u64, u64)>,
-    contact_lists: impl Iterator<Item = std::borrow::Cow<'a, [Contact]>>,
+fn supervoxel_graph(
+    parts: impl IntoIterator<Item = GraphPart>,
     wp: &WatershedParams,
 ) -> Result<(Vec<u64>, Vec<u64>, RegionGraph)> {
+    let mut basins = Vec::new();
+    let mut contact_lists = Vec::new();
+    for p in parts {
+        basins.extend_from_slice(&p.basins);
+        contact_lists.push(p.contacts);
+    }
     basins.sort_unstable();
     if basins.windows(2).any(|w| w[0].0 == w[1].0) {
         return Err(err("a basin is final in two tasks"));
@@ -1340,6 +1356,7 @@ fn supervoxel_graph<'a>(
     // Each pair of basins is final in one task only, which summed all its contacts; a
     // repeated pair would still be harmless (merging twice is a no-op, contraction adds).
     let mut edges = Vec::new();
+    // Contacts are freed list by list as they become edges.
     for list in contact_lists {
         for c in list.iter() {
             let (a, b) = (node(c.a)?, node(c.b)?);
@@ -1388,11 +1405,10 @@ fn supervoxel_graph<'a>(
 }
 
 /// The final supervoxels of a leaf chunk's core (C order; 0 = background or dust), from its
-/// output, its ancestors' outputs (nearest first; only their renames are read) and the
-/// finished graph.
+/// output, its ancestors' [`TaskOutput::renames`] (nearest first) and the finished graph.
 pub fn chunk_labels(
     leaf: &TaskOutput,
-    ancestors: &[&TaskOutput],
+    ancestors: &[&[(u64, u64)]],
     finished: &Finished,
 ) -> Result<Vec<u64>> {
     if leaf.task.level != 0 {
@@ -1402,9 +1418,9 @@ pub fn chunk_labels(
     lut.push(0u64);
     for &name in &leaf.names {
         let mut n = name;
-        for a in ancestors {
-            if let Ok(i) = a.renames.binary_search_by_key(&n, |r| r.0) {
-                n = a.renames[i].1;
+        for renames in ancestors {
+            if let Ok(i) = renames.binary_search_by_key(&n, |r| r.0) {
+                n = renames[i].1;
             }
         }
         lut.push(finished.supervoxel(n));
@@ -1473,23 +1489,25 @@ impl ChunkedRun {
 fn parallel<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
+    cost: impl Fn(&T) -> usize,
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
+    // Largest first, so partial chunks at the volume's edges fill the gaps at the end.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&items[i])));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<R>>>> =
         Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, items.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= items.len() {
-                    break;
-                }
-                let r = f(&items[i]);
-                let failed = r.is_err();
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-                if failed {
-                    next.store(items.len(), Ordering::Relaxed);
+            s.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let r = f(&items[i]);
+                    let failed = r.is_err();
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                    if failed {
+                        next.store(items.len(), Ordering::Relaxed);
+                    }
                 }
             });
         }
@@ -1558,7 +1576,8 @@ pub fn run_streaming(
         let tasks = tree.tasks(level);
         let below = levels.last();
         let counts_below = (level > 0).then(|| tree.counts(level - 1));
-        let outs = parallel(&tasks, threads, |&t| {
+        let cost = |t: &TaskId| voxel_count(tree.core(*t).shape());
+        let outs = parallel(&tasks, threads, cost, |&t| {
             let kids: Vec<&TaskOutput> = match (below, counts_below) {
                 (Some(below), Some([_, cy, cx])) => tree
                     .children(t)
@@ -1580,22 +1599,12 @@ pub fn run_streaming(
         timings.levels[level.min(15)] += t0.elapsed().as_secs_f64();
     }
     let t0 = Instant::now();
-    let basins: Vec<(u64, u64)> = levels
+    let parts: Vec<GraphPart> = levels
         .iter_mut()
         .flatten()
-        .flat_map(|o| std::mem::take(&mut o.basins))
+        .map(|o| std::mem::take(&mut o.graph))
         .collect();
-    // Contacts are freed task by task as they become edges.
-    let lists: Vec<Vec<Contact>> = levels
-        .iter_mut()
-        .flatten()
-        .map(|o| std::mem::take(&mut o.contacts))
-        .collect();
-    let (basins, supervoxels, graph) = supervoxel_graph(
-        basins,
-        lists.into_iter().map(std::borrow::Cow::Owned),
-        &params.watershed,
-    )?;
+    let (basins, supervoxels, graph) = supervoxel_graph(parts, &params.watershed)?;
     timings.graph = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let agglomeration = agglomerate(&graph, params.threshold);
@@ -1608,10 +1617,6 @@ pub fn run_streaming(
     };
     tick();
     let t0 = Instant::now();
-    for o in levels.iter_mut().flatten() {
-        o.basins = Vec::new();
-        o.contacts = Vec::new();
-    }
     let mut leaves_out = if levels.is_empty() {
         Vec::new()
     } else {
@@ -1624,24 +1629,29 @@ pub fn run_streaming(
     {
         let cells: Vec<Mutex<Option<TaskOutput>>> =
             leaves_out.drain(..).map(|o| Mutex::new(Some(o))).collect();
-        parallel(&cells, threads, |cell| {
-            let leaf = cell
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .ok_or_else(|| err("leaf taken twice"))?;
-            let ancestors: Vec<&TaskOutput> = tree
-                .ancestors(leaf.task)
-                .iter()
-                .map(|a| &levels[a.level][index_of(*a)])
-                .collect();
-            let labels = chunk_labels(&leaf, &ancestors, &finished)?;
-            let core = leaf.core;
-            drop(leaf);
-            sink(ChunkLabels { core, labels })?;
-            tick();
-            Ok(())
-        })?;
+        parallel(
+            &cells,
+            threads,
+            |_| 0,
+            |cell| {
+                let leaf = cell
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| err("leaf taken twice"))?;
+                let ancestors: Vec<&[(u64, u64)]> = tree
+                    .ancestors(leaf.task)
+                    .iter()
+                    .map(|a| levels[a.level][index_of(*a)].renames.as_slice())
+                    .collect();
+                let labels = chunk_labels(&leaf, &ancestors, &finished)?;
+                let core = leaf.core;
+                drop(leaf);
+                sink(ChunkLabels { core, labels })?;
+                tick();
+                Ok(())
+            },
+        )?;
     }
     timings.labels = t0.elapsed().as_secs_f64();
     Ok((tree, finished, timings))
@@ -1769,6 +1779,131 @@ mod codec {
 }
 
 const MAGIC: &[u8; 8] = b"CGCT\x01\0\0\0";
+const GRAPH_MAGIC: &[u8; 8] = b"CGCG\x01\0\0\0";
+const FINISHED_MAGIC: &[u8; 8] = b"CGCF\x01\0\0\0";
+
+fn strip<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &str) -> Result<codec::R<'a>> {
+    bytes
+        .strip_prefix(magic)
+        .map(codec::R)
+        .ok_or_else(|| err(format!("not a {what} (bad magic or version)")))
+}
+
+fn at_end(r: &codec::R, what: &str) -> Result<()> {
+    if r.0.is_empty() {
+        Ok(())
+    } else {
+        Err(err(format!("{} bytes after the {what}", r.0.len())))
+    }
+}
+
+impl GraphPart {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = codec::W(GRAPH_MAGIC.to_vec());
+        w.pairs(&self.basins);
+        w.contacts(&self.contacts);
+        w.0
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = strip(bytes, GRAPH_MAGIC, "graph part")?;
+        let part = Self {
+            basins: r.pairs()?,
+            contacts: r.contacts()?,
+        };
+        at_end(&r, "graph part")?;
+        Ok(part)
+    }
+}
+
+impl Finished {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = codec::W(FINISHED_MAGIC.to_vec());
+        w.u64s(&self.basins);
+        w.u64s(&self.supervoxels);
+        let g = &self.graph;
+        w.u64s(&g.ids);
+        w.u64s(&g.sizes);
+        w.len(g.edges.len());
+        for e in &g.edges {
+            w.u64(e.a as u64);
+            w.u64(e.b as u64);
+            w.f64(e.sum);
+            w.u64(e.area);
+            w.f32(e.max);
+        }
+        let a = &self.agglomeration;
+        w.u64s(&a.components);
+        w.len(a.merges.len());
+        for m in &a.merges {
+            w.u64(m.a);
+            w.u64(m.b);
+            w.f64(m.affinity);
+        }
+        w.len(a.frozen.len());
+        w.0.extend(a.frozen.iter().map(|&f| f as u8));
+        w.0
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = strip(bytes, FINISHED_MAGIC, "finished graph")?;
+        let basins = r.u64s()?;
+        let supervoxels = r.u64s()?;
+        let ids = r.u64s()?;
+        let sizes = r.u64s()?;
+        let n = r.len(36)?;
+        let node = |v: u64| {
+            u32::try_from(v)
+                .ok()
+                .filter(|&i| (i as usize) < ids.len())
+                .ok_or_else(|| err(format!("edge to node {v} of {}", ids.len())))
+        };
+        let edges = (0..n)
+            .map(|_| {
+                Ok(RegionEdge {
+                    a: node(r.u64()?)?,
+                    b: node(r.u64()?)?,
+                    sum: r.f64()?,
+                    area: r.u64()?,
+                    max: r.f32()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let components = r.u64s()?;
+        let n = r.len(24)?;
+        let merges = (0..n)
+            .map(|_| {
+                Ok(crate::Merge {
+                    a: r.u64()?,
+                    b: r.u64()?,
+                    affinity: r.f64()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let n = r.len(1)?;
+        let frozen: Vec<bool> = (0..n)
+            .map(|_| Ok(r.take_u8()?[0] != 0))
+            .collect::<Result<_>>()?;
+        at_end(&r, "finished graph")?;
+        if supervoxels.len() != basins.len()
+            || sizes.len() != ids.len()
+            || components.len() != ids.len()
+            || frozen.len() != ids.len()
+        {
+            return Err(err("finished graph: lengths differ"));
+        }
+        Ok(Self {
+            basins,
+            supervoxels,
+            graph: RegionGraph { ids, sizes, edges },
+            agglomeration: Agglomeration {
+                components,
+                merges,
+                frozen,
+            },
+        })
+    }
+}
 
 impl TaskOutput {
     /// The output as bytes (little-endian, self-describing lengths).
@@ -1797,8 +1932,8 @@ impl TaskOutput {
         }
         w.u64s(&self.names);
         w.pairs(&self.renames);
-        w.pairs(&self.basins);
-        w.contacts(&self.contacts);
+        w.pairs(&self.graph.basins);
+        w.contacts(&self.graph.contacts);
         let up = &self.up;
         w.pairs(&up.pieces);
         w.len(up.links.len());
@@ -1898,8 +2033,7 @@ impl TaskOutput {
             labels,
             names,
             renames,
-            basins,
-            contacts,
+            graph: GraphPart { basins, contacts },
             up: Up {
                 pieces,
                 links,

@@ -244,14 +244,30 @@ fn tasks_run_separately_through_bytes() {
         .flat_map(|l| tree.tasks(l))
         .map(|t| TaskOutput::from_bytes(&stored[&t]).unwrap())
         .collect();
-    let finished = finish(outs.iter(), &params).unwrap();
+    // The graph step reads only the graph parts; its result travels as bytes too.
+    let parts = outs.iter().map(|o| {
+        let bytes = o.graph.to_bytes();
+        GraphPart::from_bytes(&bytes).unwrap()
+    });
+    let finished = finish(parts, &params).unwrap();
+    let bytes = finished.to_bytes();
+    let finished = Finished::from_bytes(&bytes).unwrap();
+    assert!(Finished::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    let agg = crate::agglomerate(&finished.graph, params.threshold);
+    assert_eq!(finished.agglomeration, agg);
     let whole = first_voxel_ids(&watershed(&affs, &params.watershed).unwrap().labels);
     let shape = affs.shape();
     for leaf in outs.iter().filter(|o| o.task.level == 0) {
-        let anc: Vec<&TaskOutput> = tree
+        let anc: Vec<&[(u64, u64)]> = tree
             .ancestors(leaf.task)
             .iter()
-            .map(|a| outs.iter().find(|o| o.task == *a).unwrap())
+            .map(|a| {
+                outs.iter()
+                    .find(|o| o.task == *a)
+                    .unwrap()
+                    .renames
+                    .as_slice()
+            })
             .collect();
         let labels = chunk_labels(leaf, &anc, &finished).unwrap();
         let b = leaf.core;
@@ -263,6 +279,7 @@ fn tasks_run_separately_through_bytes() {
         }
     }
     assert!(TaskOutput::from_bytes(b"nonsense").is_err());
+    assert!(GraphPart::from_bytes(b"CGCG\x01\0\0\0\xff").is_err());
 }
 
 #[test]
