@@ -517,10 +517,21 @@ fn chunked_figures(
     let (t0, c0) = (Instant::now(), process_cpu_secs());
     let shape = affs.shape();
     let hash = std::sync::atomic::AtomicU64::new(0);
+    // Process CPU time when the leaves, all tasks, and the graph steps are done: on a machine
+    // shared with other work, CPU seconds per stage show what the wall clock would on an
+    // idle one.
+    let tree_for_marks = chunked::TaskTree::new(affs.shape(), params.chunk_size)?;
+    let leaves = tree_for_marks.tasks(0).len();
+    let marks = [leaves, tree_for_marks.len(), tree_for_marks.len() + 1];
+    let cpu_marks = std::sync::Mutex::new([f64::NAN; 3]);
     let (tree, finished, t) = chunked::run_streaming(
         affs,
         &params,
-        |_, _| {},
+        |done, _| {
+            if let Some(k) = marks.iter().position(|&m| m == done) {
+                cpu_marks.lock().unwrap_or_else(|e| e.into_inner())[k] = process_cpu_secs();
+            }
+        },
         |c| {
             let cs = c.core.shape();
             let mut h = 0u64;
@@ -539,6 +550,8 @@ fn chunked_figures(
     let secs = t0.elapsed().as_secs_f64();
     let cpu = process_cpu_secs() - c0;
     let peak = peak_mib();
+    let m = cpu_marks.into_inner().unwrap_or_else(|e| e.into_inner());
+    let stage_cpu = [m[0] - c0, m[1] - m[0], m[2] - m[1], cpu - (m[2] - c0)];
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let ws_secs = t.tasks() + t.graph + t.labels;
     let (whole_hash, whole_merges) = whole()?;
@@ -564,6 +577,19 @@ fn chunked_figures(
         t.graph,
         t.labels
     );
+    // Leaves and chunk labels run on all threads, the rest mostly on one.
+    let ideal = (stage_cpu[0] + stage_cpu[3]) / params.threads as f64
+        + stage_cpu[1]
+        + (stage_cpu[2] - t.agglomeration).max(0.0);
+    println!(
+        "    CPU seconds: leaves {:.2}, parents {:.2}, graph steps (incl. agglomeration) {:.2}, chunk labels {:.2}; with {} idle cores watershed + region graph would take about {ideal:.2} s = {:.1} MV/s",
+        stage_cpu[0],
+        stage_cpu[1],
+        stage_cpu[2],
+        stage_cpu[3],
+        params.threads,
+        mv / ideal
+    );
     println!(
         "    agglomeration to {threshold}: {:.3} s = {:.1} MV/s; {} supervoxels, {} edges; same supervoxels and merge count as the whole volume: {same}",
         t.agglomeration,
@@ -572,7 +598,7 @@ fn chunked_figures(
         finished.graph.edges.len(),
     );
     Ok(format!(
-        "{{\"chunk\": {:?}, \"ghost\": {}, \"threads\": {}, \"total_s\": {secs:.4}, \"watershed_region_graph_s\": {ws_secs:.4}, \"watershed_region_graph_mvps\": {:.3}, \"agglomeration_s\": {:.4}, \"agglomeration_mvps\": {:.3}, \"peak_mib\": {peak:.1}, \"peak_over_input\": {:.3}, \"same_as_whole\": {same}, \"load\": \"{}\"}}",
+        "{{\"chunk\": {:?}, \"ghost\": {}, \"threads\": {}, \"total_s\": {secs:.4}, \"watershed_region_graph_s\": {ws_secs:.4}, \"watershed_region_graph_mvps\": {:.3}, \"agglomeration_s\": {:.4}, \"agglomeration_mvps\": {:.3}, \"peak_mib\": {peak:.1}, \"peak_over_input\": {:.3}, \"cpu_s\": {cpu:.3}, \"stage_cpu_s\": {stage_cpu:?}, \"idle_estimate_mvps\": {:.3}, \"same_as_whole\": {same}, \"load\": \"{}\"}}",
         params.chunk_size,
         params.ghost,
         params.threads,
@@ -580,6 +606,7 @@ fn chunked_figures(
         t.agglomeration,
         mv / t.agglomeration,
         peak / input_mib,
+        mv / ideal,
         load.trim()
     ))
 }

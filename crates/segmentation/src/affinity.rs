@@ -163,17 +163,17 @@ impl Affinities {
         let shape = b.shape();
         let n = voxel_count(shape);
         let [_, ny, nx] = self.shape;
-        let mut data = vec![0f32; 3 * n];
+        // Rows appended in order: no zero-filling of what is then overwritten.
+        let mut data = Vec::with_capacity(3 * n);
         for c in 0..3 {
             let src = self.channel(c);
-            let dst = &mut data[c * n..(c + 1) * n];
             for z in 0..shape[0] {
                 for y in 0..shape[1] {
                     let from = ((b.start[0] + z) * ny + b.start[1] + y) * nx + b.start[2];
-                    let to = (z * shape[1] + y) * shape[2];
-                    dst[to..to + shape[2]].copy_from_slice(&src[from..from + shape[2]]);
+                    data.extend_from_slice(&src[from..from + shape[2]]);
                 }
             }
+            let dst = &mut data[c * n..(c + 1) * n];
             // The first plane along c links to voxels outside the box.
             let (sy, sx) = (shape[1] * shape[2], shape[2]);
             match c {

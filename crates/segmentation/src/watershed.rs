@@ -425,19 +425,23 @@ pub(crate) fn size_merge(
     mut frozen: Vec<bool>,
 ) -> SizeMerge {
     let nodes = sizes.len();
-    let mut order: Vec<u32> = (0..edges.len() as u32)
-        .filter(|&e| edges[e as usize].max >= params.t_low)
+    // Sort keys computed once (largest weight first, then the basins' first voxels), so the
+    // sort compares plain integers instead of looking keys up at random.
+    let mut sorted: Vec<(u32, u64, u64, u32)> = edges
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.max >= params.t_low)
+        .map(|(i, e)| {
+            // The bits of an f32 ordered as `total_cmp` orders the values, then reversed.
+            let t = e.max.to_bits();
+            let ordered = if t >> 31 == 1 { !t } else { t | 1 << 31 };
+            let (ka, kb) = (keys[e.a as usize], keys[e.b as usize]);
+            (!ordered, ka.min(kb), ka.max(kb), i as u32)
+        })
         .collect();
-    let edge_key = |e: &RegionEdge| {
-        let (ka, kb) = (keys[e.a as usize], keys[e.b as usize]);
-        (ka.min(kb), ka.max(kb))
-    };
-    order.sort_unstable_by(|&x, &y| {
-        let (ex, ey) = (&edges[x as usize], &edges[y as usize]);
-        ey.max
-            .total_cmp(&ex.max)
-            .then_with(|| edge_key(ex).cmp(&edge_key(ey)))
-    });
+    sorted.sort_unstable();
+    let order: Vec<u32> = sorted.iter().map(|s| s.3).collect();
+    drop(sorted);
     let mut uf = UnionFind::new(nodes);
     let mut size = sizes.to_vec();
     let any_frozen = frozen.iter().any(|&f| f);
