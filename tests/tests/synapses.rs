@@ -12,6 +12,7 @@ use cg_bigtable::{Config, Target};
 use cg_graph::query::RootQuery;
 use cg_graph::synthetic::SyntheticGraph;
 use cg_graph::ChunkedGraph;
+use cg_synapse::{Direction, MappedSynapse, SynapseStore};
 use cg_tests::grpc_api as pb;
 use cg_tests::grpc_api::chunked_graph_client::ChunkedGraphClient;
 use cg_tests::{chunkedgraph_bin, EmulatorProcess, ServeProcess};
@@ -475,5 +476,90 @@ async fn synapse_queries_match_a_brute_force_join_and_follow_edits() {
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{url}: {body}"));
         let msg = v["message"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{url}: {msg}");
+    }
+}
+
+/// The library on Google's emulator: the synapse family added to an existing graph table,
+/// written, and read back by the same queries, equal to the brute-force join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_store_on_googles_emulator() {
+    let emulator = EmulatorProcess::google();
+    let host = ("BIGTABLE_EMULATOR_HOST", emulator.addr.to_string());
+    let cg_tests::Ingested { synth, ids } =
+        cg_tests::ingest_synthetic("gsyn", 2000, 4, &[], std::slice::from_ref(&host));
+    let client = Config::new(Target::Emulator(host.1.clone()))
+        .connect()
+        .await
+        .expect("connect");
+    let graph = ChunkedGraph::open(client, "gsyn").await.expect("open");
+    let store = SynapseStore::new(graph.clone());
+    store.prepare().await.expect("add the synapse family");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let syn: Vec<MappedSynapse> = (1..=1500u64)
+        .map(|id| {
+            let (a, b) = (
+                rng.random_range(0..ids.len()),
+                rng.random_range(0..ids.len()),
+            );
+            let p = |i: usize| synth.supervoxels[i].position.map(|v| v as i32);
+            MappedSynapse {
+                id,
+                pre_sv: ids[a],
+                post_sv: ids[b],
+                pre: p(a),
+                post: p(b),
+                size: 1,
+                score: 0.5,
+            }
+        })
+        .collect();
+    store.write(&syn).await.expect("write");
+    let t = cg_bigtable::mutation::now_micros();
+    let svs: Vec<u64> = syn.iter().flat_map(|s| [s.pre_sv, s.post_sv]).collect();
+    let roots = graph
+        .roots(
+            &svs,
+            &RootQuery {
+                at: Some(t),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("roots");
+    let all: Vec<[u64; 5]> = syn
+        .iter()
+        .zip(roots.chunks(2))
+        .map(|(s, r)| [s.id, s.pre_sv, s.post_sv, r[0], r[1]])
+        .collect();
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for x in &all {
+        *count.entry(x[3]).or_default() += 1;
+        *count.entry(x[4]).or_default() += 1;
+    }
+    let mut busiest: Vec<(usize, u64)> = count.into_iter().map(|(r, n)| (n, r)).collect();
+    busiest.sort_unstable_by(|a, b| b.cmp(a));
+    let set: Vec<u64> = busiest.iter().take(5).map(|x| x.1).collect();
+    for &r in &set {
+        let got: BTreeSet<[u64; 5]> = store
+            .root_synapses(r, Some(t), Direction::Both)
+            .await
+            .expect("root synapses")
+            .iter()
+            .map(|s| [s.id, s.pre_sv, s.post_sv, s.pre_root, s.post_root])
+            .collect();
+        let want: BTreeSet<[u64; 5]> = all
+            .iter()
+            .filter(|x| x[3] == r || x[4] == r)
+            .copied()
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "root {r}");
+    }
+    let m = store.connectivity(&set, Some(t)).await.expect("matrix");
+    for (i, a) in set.iter().enumerate() {
+        for (j, b) in set.iter().enumerate() {
+            let n = all.iter().filter(|x| x[3] == *a && x[4] == *b).count();
+            assert_eq!(m.counts[i][j], n as u64, "{a} -> {b}");
+        }
     }
 }
