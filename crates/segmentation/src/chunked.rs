@@ -723,6 +723,9 @@ fn run_leaf(
                     NONE => uf.push(DONE),
                     UNRESOLVED => {
                         uf.push(k as u32);
+                        // This voxel's root, kept at hand: it is new, and only ever linked
+                        // below a smaller root here.
+                        let mut rk = k as u32;
                         let mut e = flow.both[i];
                         while e != 0 {
                             let d = e.trailing_zeros() as usize;
@@ -731,9 +734,10 @@ fn run_leaf(
                                 out_links.push((k as u32, d as u8));
                             } else if d < 3 {
                                 let j = (k as isize + coff[d]) as u32;
-                                let (ri, rj) = (find(&mut uf, k as u32), find(&mut uf, j));
-                                if ri != rj {
-                                    uf[ri.max(rj) as usize] = ri.min(rj);
+                                let rj = find(&mut uf, j);
+                                if rj != rk {
+                                    uf[rk.max(rj) as usize] = rk.min(rj);
+                                    rk = rk.min(rj);
                                 }
                             }
                         }
