@@ -143,6 +143,7 @@ fn main() {
         max_error_nm: args.max_error,
         locked_planes: None,
         keep_components: true,
+        distance_bound: true,
     };
     let t = Instant::now();
     let simplified: BTreeMap<u64, (Mesh, f32)> = full
@@ -307,6 +308,7 @@ fn chunked(
                     max_error_nm: args.max_error,
                     locked_planes: Some(planes),
                     keep_components: true,
+                    distance_bound: true,
                 };
                 let Ok(q) = GridQuantization::for_chunk(
                     planes.map(|p| p[0] as f64),

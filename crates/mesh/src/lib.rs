@@ -8,9 +8,10 @@
 //!    1-voxel overlap on its high faces) in one pass. Vertex positions are functions of global
 //!    integer voxel coordinates only, so the fragments of neighbouring chunks meet exactly.
 //! 2. [`simplify`] reduces each mesh (meshoptimizer) to a target ratio under a maximum error
-//!    in nm, never moving a vertex on the block's faces. That error is meshoptimizer's
-//!    area-weighted quadric estimate, not a bound on distance: thin protrusions can retract
-//!    further. [`distance::SurfaceIndex`] measures the real vertex-to-surface distances.
+//!    in nm, never moving a vertex on the block's faces. meshoptimizer's own error is an
+//!    area-weighted quadric estimate that lets thin protrusions retract far beyond it, so by
+//!    default ([`SimplifyParams::distance_bound`]) vertices left too far are kept in another
+//!    round; [`distance::SurfaceIndex`] measures the real vertex-to-surface distances.
 //!    For graph chunks, [`partition_by_owner`] cuts a block's meshes into fragments by which
 //!    voxel owns each cell, so overlapping blocks agree on every triangle.
 //! 3. [`draco::encode`] writes a Draco fragment quantized on a grid shared by all chunks

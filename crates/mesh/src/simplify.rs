@@ -23,6 +23,11 @@ pub struct SimplifyParams {
     /// (a one-voxel fragment, say) collapses to nothing, which is a large error as a
     /// distance from the original surface. Pieces are small, so this costs few triangles.
     pub keep_components: bool,
+    /// Hold `max_error_nm` as a bound on every original vertex's distance to the result:
+    /// meshoptimizer's quadric error is held to a quarter of it, and vertices a round leaves
+    /// farther are kept in another round. About twice the time; off, only the quadric
+    /// estimate bounds the error (thin protrusions can retract several times farther).
+    pub distance_bound: bool,
 }
 
 impl Default for SimplifyParams {
@@ -32,6 +37,7 @@ impl Default for SimplifyParams {
             max_error_nm: 40.0,
             locked_planes: None,
             keep_components: true,
+            distance_bound: true,
         }
     }
 }
@@ -55,7 +61,7 @@ pub fn simplify(mesh: &Mesh, params: &SimplifyParams) -> Simplified {
         };
     }
     let indices: &[u32] = mesh.triangles.as_flattened();
-    let locks: Vec<bool> = match params.locked_planes {
+    let mut locks: Vec<bool> = match params.locked_planes {
         Some(planes) => mesh
             .vertices
             .iter()
@@ -64,29 +70,96 @@ pub fn simplify(mesh: &Mesh, params: &SimplifyParams) -> Simplified {
         None => vec![false; mesh.vertices.len()],
     };
     let target = ((indices.len() as f64 / params.reduction.max(1.0) as f64) as usize / 3) * 3;
-    let mut error = 0.0f32;
-    let out = meshopt::simplify_with_locks_decoder(
-        indices,
-        &mesh.vertices,
-        &locks,
-        target,
-        params.max_error_nm.max(0.0),
-        SimplifyOptions::LockBorder | SimplifyOptions::ErrorAbsolute,
-        Some(&mut error),
-    );
-    let mut simplified = Mesh {
-        vertices: mesh.vertices.clone(),
-        triangles: out.chunks_exact(3).map(|t| [t[0], t[1], t[2]]).collect(),
+    let bound = params.max_error_nm.max(0.0);
+    let quadric = if params.distance_bound {
+        bound * QUADRIC_SHARE
+    } else {
+        bound
     };
-    drop_folded_pairs(&mut simplified.triangles);
-    if params.keep_components {
-        restore_vanished_components(mesh, &mut simplified.triangles);
+    let mut round = 0;
+    loop {
+        let mut error = 0.0f32;
+        let out = meshopt::simplify_with_locks_decoder(
+            indices,
+            &mesh.vertices,
+            &locks,
+            target,
+            quadric,
+            SimplifyOptions::LockBorder | SimplifyOptions::ErrorAbsolute,
+            Some(&mut error),
+        );
+        let mut triangles: Vec<[u32; 3]> =
+            out.chunks_exact(3).map(|t| [t[0], t[1], t[2]]).collect();
+        drop_folded_pairs(&mut triangles);
+        if params.keep_components {
+            restore_vanished_components(mesh, &mut triangles);
+        }
+        // meshoptimizer's error is a quadric estimate: thin parts can retract far beyond
+        // it. Original vertices left farther than the bound from the result are locked
+        // (kept), and the simplification runs again; a few rounds settle it.
+        round += 1;
+        let far = if params.distance_bound && round < DISTANCE_ROUNDS && bound > 0.0 {
+            far_vertices(mesh, &triangles, bound, params.keep_components)
+        } else {
+            Vec::new()
+        };
+        if far.is_empty() {
+            let mut simplified = Mesh {
+                vertices: mesh.vertices.clone(),
+                triangles,
+            };
+            simplified.compact();
+            return Simplified {
+                mesh: simplified,
+                error_nm: error,
+            };
+        }
+        for v in far {
+            locks[v as usize] = true;
+        }
     }
-    simplified.compact();
-    Simplified {
-        mesh: simplified,
-        error_nm: error,
+}
+
+/// meshoptimizer's quadric error is held to this share of the bound: the quadric
+/// underestimates how far thin parts retract.
+const QUADRIC_SHARE: f32 = 0.25;
+
+/// Simplification rounds at most: each later one keeps the vertices the one before left
+/// too far from the surface.
+const DISTANCE_ROUNDS: usize = 3;
+
+/// The vertices of `mesh` (used by a triangle) farther than `bound` from `triangles`
+/// (indices into the same vertices); with `specks` false, not those of vanished pieces.
+fn far_vertices(mesh: &Mesh, triangles: &[[u32; 3]], bound: f32, specks: bool) -> Vec<u32> {
+    let mut kept = vec![false; mesh.vertices.len()];
+    for t in triangles {
+        for &v in t {
+            kept[v as usize] = true;
+        }
     }
+    // Pieces allowed to vanish are not measured.
+    if !specks {
+        for (k, gone) in kept.iter_mut().zip(vanished_pieces(mesh, triangles)) {
+            *k |= gone;
+        }
+    }
+    let index =
+        crate::distance::SurfaceIndex::from_parts(&mesh.vertices, triangles, f64::from(bound));
+    let mut seen = vec![false; mesh.vertices.len()];
+    let mut far = Vec::new();
+    for t in &mesh.triangles {
+        for &v in t {
+            let i = v as usize;
+            if seen[i] || kept[i] {
+                continue;
+            }
+            seen[i] = true;
+            if !index.within(mesh.vertices[i], f64::from(bound)) {
+                far.push(v);
+            }
+        }
+    }
+    far
 }
 
 /// Simplifies many meshes on `threads` threads (at least one), largest first so the threads
@@ -122,9 +195,9 @@ pub fn simplify_many(meshes: &[&Mesh], params: &SimplifyParams, threads: usize) 
         .collect()
 }
 
-/// Appends the original triangles of every vertex-connected piece of `original` none of whose
-/// vertices `triangles` still uses.
-fn restore_vanished_components(original: &Mesh, triangles: &mut Vec<[u32; 3]>) {
+/// For each vertex of `original`: whether its vertex-connected piece has no vertex left in
+/// `triangles` (the piece vanished).
+fn vanished_pieces(original: &Mesh, triangles: &[[u32; 3]]) -> Vec<bool> {
     let n = original.vertices.len();
     let mut parent: Vec<u32> = (0..n as u32).collect();
     fn find(parent: &mut [u32], mut v: u32) -> u32 {
@@ -145,14 +218,23 @@ fn restore_vanished_components(original: &Mesh, triangles: &mut Vec<[u32; 3]>) {
         }
     }
     let mut alive = vec![false; n];
-    for t in triangles.iter() {
+    for t in triangles {
         for &v in t {
             let r = find(&mut parent, v);
             alive[r as usize] = true;
         }
     }
+    (0..n as u32)
+        .map(|v| !alive[find(&mut parent, v) as usize])
+        .collect()
+}
+
+/// Appends the original triangles of every vertex-connected piece of `original` none of whose
+/// vertices `triangles` still uses.
+fn restore_vanished_components(original: &Mesh, triangles: &mut Vec<[u32; 3]>) {
+    let gone = vanished_pieces(original, triangles);
     for t in &original.triangles {
-        if !alive[find(&mut parent, t[0]) as usize] {
+        if gone[t[0] as usize] {
             triangles.push(*t);
         }
     }
@@ -225,6 +307,7 @@ mod tests {
                 max_error_nm: 16.0,
                 locked_planes: None,
                 keep_components: true,
+                distance_bound: true,
             },
         );
         assert!(
@@ -253,6 +336,7 @@ mod tests {
                 max_error_nm: 0.0,
                 locked_planes: None,
                 keep_components: true,
+                distance_bound: true,
             },
         );
         // Only exactly coplanar patches may merge; the ball keeps most of its triangles.
@@ -277,6 +361,39 @@ mod tests {
     }
 
     #[test]
+    fn distance_bound_keeps_thin_spikes() {
+        // A ball with a one-voxel-thin spike: the quadric estimate lets the spike retract.
+        let n = 40;
+        let mut labels = ball(n, 9.0);
+        let c = n / 2;
+        for x in c..n - 2 {
+            labels[(c * n + c) * n + x] = 7;
+        }
+        let geo = BlockGeometry::new([0; 3], [8.0; 3]);
+        let mesh = &mesh_labels(&labels, [n; 3], &geo).unwrap()[0].mesh;
+        let bound = 16.0;
+        let s = simplify(
+            mesh,
+            &SimplifyParams {
+                max_error_nm: bound,
+                ..Default::default()
+            },
+        )
+        .mesh;
+        assert!(s.triangles.len() * 4 < mesh.triangles.len());
+        // Watertight; kept vertices may pinch it (an edge of four triangles).
+        let topo = s.topology();
+        assert_eq!((topo.boundary_edges, topo.misoriented_edges), (0, 0), "{topo:?}");
+        let index = crate::distance::SurfaceIndex::new(&s, f64::from(bound));
+        for v in &mesh.vertices {
+            assert!(
+                index.within(*v, f64::from(bound)),
+                "{v:?} left beyond {bound} nm"
+            );
+        }
+    }
+
+    #[test]
     fn specks_survive_only_when_asked() {
         // A big ball and a one-voxel speck of the same label.
         let n = 40;
@@ -291,6 +408,7 @@ mod tests {
             max_error_nm: 40.0,
             locked_planes: None,
             keep_components: false,
+            distance_bound: true,
         };
         assert!(!simplify(mesh, &params).mesh.vertices.contains(&speck));
         params.keep_components = true;

@@ -214,11 +214,14 @@ fn chunked_meshes_stitch_into_the_whole_volume_mesh() {
 fn simplification_keeps_chunk_face_vertices_and_stitches_crack_free() {
     let v = Volume::blobs([40, 48, 52], 5);
     let chunks = mesh_chunked(&v, [16, 16, 12]);
+    // Without the distance bound: its extra locked vertices may pinch the surface anywhere,
+    // which the last check below allows only on the faces. The bounded run follows.
     let params = |planes| SimplifyParams {
         reduction: 50.0,
         max_error_nm: 12.0,
         locked_planes: Some(planes),
         keep_components: true,
+        distance_bound: false,
     };
     let mut simplified: Vec<Chunk> = Vec::new();
     let mut before = 0;
@@ -270,6 +273,26 @@ fn simplification_keeps_chunk_face_vertices_and_stitches_crack_free() {
                 "label {label}: non-manifold edge {a:?} {b:?} off the faces"
             );
         }
+    }
+    // With the distance bound (the default): still crack-free and consistently oriented.
+    let bounded: Vec<Chunk> = chunks
+        .iter()
+        .map(|(meshes, planes)| {
+            let p = SimplifyParams {
+                distance_bound: true,
+                ..params(*planes)
+            };
+            let out = meshes
+                .iter()
+                .map(|(label, m)| (*label, simplify(m, &p).mesh))
+                .collect();
+            (out, *planes)
+        })
+        .collect();
+    for label in mesh_whole(&v).keys() {
+        let topo = stitch_label(&bounded, *label).topology();
+        assert_eq!(topo.boundary_edges, 0, "label {label}: {topo:?}");
+        assert_eq!(topo.misoriented_edges, 0, "label {label}: {topo:?}");
     }
 }
 

@@ -121,6 +121,7 @@ fn google_decoder_reads_our_fragments_exactly() {
                     max_error_nm: 40.0,
                     locked_planes: Some(planes),
                     keep_components: true,
+                    distance_bound: true,
                 },
             );
             write_case(

@@ -176,6 +176,7 @@ pub fn mesh_block(
         max_error_nm: params.max_error_nm,
         locked_planes: None,
         keep_components: true,
+        distance_bound: true,
     };
     let mut out = Vec::with_capacity(wanted.len());
     let mut nodes: Vec<u64> = wanted.into_iter().collect();
