@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cg_segmentation::chunked::{
-    chunk_labels, finish, run_task, AffinitySource, ChunkedParams, Finished, TaskId, TaskOutput,
-    TaskTree,
+    chunk_labels, finish, run_task, AffinitySource, ChunkedParams, Finished, GraphPart, TaskId,
+    TaskOutput, TaskTree,
 };
-use cg_segmentation::{Affinities, Agglomeration, Box3, SegError, WatershedParams};
+use cg_segmentation::{Affinities, Box3, SegError, WatershedParams};
 
 use super::grid::{chunk_name, Chunk, Grid};
 use super::input::Input;
@@ -87,10 +87,16 @@ pub async fn read_agglomeration(work: &WorkDir) -> anyhow::Result<HashMap<u64, u
 
 /// A step's work file for a task of the chunked segmentation.
 fn task_key(t: TaskId) -> String {
-    format!(
-        "segment/{}/{}_{}_{}",
-        t.level, t.index[0], t.index[1], t.index[2]
-    )
+    format!("segment/{}/{}", t.level, task_file(t))
+}
+
+fn task_file(t: TaskId) -> String {
+    format!("{}_{}_{}", t.index[0], t.index[1], t.index[2])
+}
+
+/// What `segment-finish` reads of a task: the basins and contacts it made final.
+fn graph_key(t: TaskId) -> String {
+    format!("segment-graph/{}/{}", t.level, task_file(t))
 }
 
 /// The input as the chunked segmentation reads it: from a blocking thread, so async reads
@@ -177,26 +183,28 @@ impl<'a> Segmenter<'a> {
         })
         .await?
         .with_context(|| format!("segmentation task {t:?}"))?;
+        self.work.put(&graph_key(t), out.graph.to_bytes()).await?;
         self.work.put(&task_key(t), out.to_bytes()).await
     }
 
     /// The graph steps on every task's final basins: writes each basin's supervoxel
     /// (`finished`) and the agglomeration.
     pub async fn finish(&self) -> anyhow::Result<()> {
-        let mut outputs = Vec::with_capacity(self.tree.len());
+        let mut parts = Vec::with_capacity(self.tree.len());
         for level in 0..self.tree.levels() {
             for t in self.tree.tasks(level) {
-                outputs.push(self.output(t).await?);
+                let key = graph_key(t);
+                let bytes = self.work.get(&key).await?;
+                let part =
+                    GraphPart::from_bytes(&bytes).with_context(|| format!("{key} is corrupt"))?;
+                parts.push(part);
             }
         }
         let params = self.params;
-        let finished = tokio::task::spawn_blocking(move || finish(outputs.iter(), &params))
+        let finished = tokio::task::spawn_blocking(move || finish(parts, &params))
             .await?
             .context("size merging, dust removal and agglomeration")?;
-        let mut w = Writer::default();
-        w.u64s(&finished.basins);
-        w.u64s(&finished.supervoxels);
-        self.work.put("finished", w.0).await?;
+        self.work.put("finished", finished.to_bytes()).await?;
         let pairs: Vec<(u64, u64)> = finished
             .graph
             .ids
@@ -210,27 +218,7 @@ impl<'a> Segmenter<'a> {
     /// Reads what [`Self::finish`] wrote, in the shape `chunk_labels` takes.
     pub async fn finished(&self) -> anyhow::Result<Finished> {
         let bytes = self.work.get("finished").await?;
-        let mut r = Reader::new(&bytes, "finished");
-        let basins = r.u64s()?;
-        let supervoxels = r.u64s()?;
-        r.finish()?;
-        if basins.len() != supervoxels.len() {
-            anyhow::bail!(
-                "finished is corrupt: {} basins, {} supervoxels",
-                basins.len(),
-                supervoxels.len()
-            );
-        }
-        Ok(Finished {
-            basins,
-            supervoxels,
-            graph: Default::default(),
-            agglomeration: Agglomeration {
-                components: Vec::new(),
-                merges: Vec::new(),
-                frozen: Vec::new(),
-            },
-        })
+        Ok(Finished::from_bytes(&bytes).context("finished is corrupt")?)
     }
 
     /// A chunk's final supervoxels, from its leaf output and its ancestors' renames.
@@ -244,8 +232,8 @@ impl<'a> Segmenter<'a> {
         for a in self.tree.ancestors(leaf_id) {
             ancestors.push(self.output(a).await?);
         }
-        let refs: Vec<&TaskOutput> = ancestors.iter().collect();
-        let labels = chunk_labels(&leaf, &refs, finished)
+        let renames: Vec<&[(u64, u64)]> = ancestors.iter().map(|a| a.renames.as_slice()).collect();
+        let labels = chunk_labels(&leaf, &renames, finished)
             .with_context(|| format!("final labels of chunk {}", chunk_name(c)))?;
         let want: usize = self.grid.chunk_box(c).shape().iter().product();
         if labels.len() != want {
