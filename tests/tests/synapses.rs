@@ -563,3 +563,93 @@ async fn synapse_store_on_googles_emulator() {
         }
     }
 }
+
+/// `chunkedgraph synapses clefts`: a cleft drawn on the face between two supervoxels of the
+/// synthetic volume becomes one synapse between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleft_volume_becomes_synapses() {
+    use cg_volume::{Array, DataType, Encoding, Info, Scale, Store, Volume, VolumeType};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = EmulatorProcess::ours(&dir.path().join("bt"), &[]);
+    let host = ("BIGTABLE_EMULATOR_HOST", emulator.addr.to_string());
+    let seg = dir.path().join("segmentation").display().to_string();
+    let cg_tests::Ingested { synth, .. } = cg_tests::ingest_synthetic(
+        "cleft",
+        600,
+        5,
+        &["--segmentation-dir", &seg],
+        std::slice::from_ref(&host),
+    );
+    let geometry = synth.geometry().expect("geometry");
+    let cs = synth.params.chunk_size.map(|v| v as usize);
+    let labels = synth
+        .segmentation_of_chunk(&geometry, [0, 0, 0])
+        .expect("labels");
+    let at = |x: usize, y: usize, z: usize| labels[x + cs[0] * (y + cs[1] * z)];
+    // A face x | x+1 with one supervoxel on each side over a 5x5 patch, two voxels deep.
+    let (x, y, z) = (2..cs[0] - 3)
+        .flat_map(|x| (2..cs[1] - 2).flat_map(move |y| (2..cs[2] - 2).map(move |z| (x, y, z))))
+        .find(|&(x, y, z)| {
+            let (a, b) = (at(x, y, z), at(x + 1, y, z));
+            a != b
+                && (y - 2..=y + 2).all(|yy| {
+                    (z - 2..=z + 2).all(|zz| {
+                        at(x - 1, yy, zz) == a
+                            && at(x, yy, zz) == a
+                            && at(x + 1, yy, zz) == b
+                            && at(x + 2, yy, zz) == b
+                    })
+                })
+        })
+        .expect("a flat face between two supervoxels");
+    let (a, b) = (at(x, y, z), at(x + 1, y, z));
+    // The cleft: 3x3 on each side of the face, in a float32 volume over the same bounds.
+    let size = geometry.volume_size;
+    let info = Info::new(
+        VolumeType::Image,
+        DataType::F32,
+        1,
+        Scale::new(size, geometry.resolution, [64, 64, 64], Encoding::Raw),
+    );
+    let cleft_dir = dir.path().join("clefts");
+    std::fs::create_dir_all(&cleft_dir).expect("mkdir");
+    let url = format!("file://{}", cleft_dir.display());
+    let vol = Volume::create(Store::open(&url).expect("store"), info)
+        .await
+        .expect("create");
+    let mut patch = vec![0.0f32; 2 * 3 * 3];
+    patch.iter_mut().for_each(|v| *v = 0.9);
+    let arr = Array::new(vec![3, 3, 2], patch).expect("array");
+    vol.write_box(0, [x as i64, y as i64 - 1, z as i64 - 1], &arr)
+        .await
+        .expect("write cleft");
+    let out = Command::new(chunkedgraph_bin())
+        .args(["synapses", "clefts", "--table", "cleft", "--cleft", &url])
+        .args(["--min-voxels", "4", "--first-id", "500"])
+        .env(host.0, &host.1)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("chunkedgraph synapses clefts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 clefts: 1 synapses stored"), "{stdout}");
+    let client = Config::new(Target::Emulator(host.1.clone()))
+        .connect()
+        .await
+        .expect("connect");
+    let graph = ChunkedGraph::open(client, "cleft").await.expect("open");
+    let root = graph.root(a, None).await.expect("root");
+    let got = SynapseStore::new(graph)
+        .root_synapses(root, None, Direction::Both)
+        .await
+        .expect("synapses");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let s = got[0];
+    // Equal votes and no polarity: the smaller supervoxel is taken as presynaptic.
+    assert_eq!((s.id, s.pre_sv, s.post_sv), (501, a.min(b), a.max(b)));
+    assert_eq!(s.size, 18);
+}

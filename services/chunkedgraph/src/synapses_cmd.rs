@@ -18,7 +18,7 @@ use cg_synapse::cleft::{synapses_from_clefts, CleftInput, CleftParams};
 use cg_synapse::csv::{CsvOptions, CsvReader, Units};
 use cg_synapse::mapping::SupervoxelVolume;
 use cg_synapse::SynapseStore;
-use cg_volume::{DataType, Volume};
+use cg_volume::{DataType, Volume, VolumeOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::storage::StorageArgs;
@@ -207,9 +207,14 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
 
 /// A whole scale-0 volume as f32 in [0, 1], x fastest.
 async fn read_probability(url: &str) -> anyhow::Result<(Vec<f32>, cg_volume::BBox)> {
+    // Cleft volumes are sparse: chunks never written hold no cleft.
     let vol = Volume::open(url)
         .await
-        .with_context(|| format!("opening {url}"))?;
+        .with_context(|| format!("opening {url}"))?
+        .with_options(VolumeOptions {
+            fill_missing: true,
+            ..Default::default()
+        });
     let bounds = vol.scale(0)?.bounds();
     let data = match vol.info().data_type {
         DataType::F32 => vol.read_box::<f32>(0, bounds).await?.into_data(),
