@@ -285,8 +285,13 @@ fn tasks_run_separately_through_bytes() {
 #[test]
 fn tiny_random_volumes_and_chunks() {
     // Three affinity levels on small volumes: plateaus cross every chunk face in every
-    // way, and uncertain voxels sit deep inside chunks of a few voxels.
-    for seed in 0..300u64 {
+    // way, and uncertain voxels sit deep inside chunks of a few voxels. CG_FUZZ_SEEDS runs
+    // more.
+    let seeds = std::env::var("CG_FUZZ_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300u64);
+    for seed in 0..seeds {
         let mut rng = SplitMix64::new(seed);
         let shape = [0, 1, 2].map(|_| 1 + rng.below(9) as usize);
         let data = (0..3 * voxel_count(shape))
@@ -387,4 +392,41 @@ fn progress_counts_every_step_and_bad_input_is_refused() {
     let empty = Affinities::new([0, 3, 3], vec![]).unwrap();
     let got = run(&empty, &params, |_, _| {}).unwrap();
     assert!(got.chunks.is_empty() && got.finished.graph.ids.is_empty());
+}
+
+#[test]
+fn tiny_boundary_maps_with_saturated_membranes() {
+    // Affinities from coarse boundary maps, with every voxel kept (T_low = 0): saturated
+    // membrane makes sheets of zero-affinity plateaus, and a voxel above its neighbours has
+    // six equal edges, as on real data.
+    let seeds = std::env::var("CG_FUZZ_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200u64);
+    for seed in 0..seeds {
+        let mut rng = SplitMix64::new(1000 + seed);
+        let shape = [0, 1, 2].map(|_| 2 + rng.below(10) as usize);
+        let boundary: Vec<f32> = (0..voxel_count(shape))
+            .map(|_| 0.25 * rng.below(5) as f32)
+            .collect();
+        let affs = Affinities::from_boundary(shape, &boundary).unwrap();
+        let params = ChunkedParams {
+            chunk_size: [0, 1, 2].map(|_| 2 + rng.below(5) as usize),
+            ghost: 2 + rng.below(3) as usize,
+            watershed: WatershedParams {
+                t_low: 0.0,
+                t_high: 0.9,
+                t_merge: 0.3,
+                t_size: rng.below(12),
+                t_dust: rng.below(4),
+            },
+            threshold: 0.3,
+            threads: 2,
+        };
+        check(
+            &affs,
+            &params,
+            &format!("seed {seed}: {shape:?} {params:?}"),
+        );
+    }
 }
