@@ -154,9 +154,10 @@ fn synapse_json(s: &ResolvedSynapse, ids: &IdFormat, out: &mut String) {
 }
 
 fn synapse_csv(s: &ResolvedSynapse, out: &mut String) {
+    // `{:?}` writes a float with a point ("0.0"), so pandas reads the score column as float.
     let _ = write!(
         out,
-        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{:?}",
         s.id,
         s.pre[0],
         s.pre[1],
