@@ -318,3 +318,32 @@ pub async fn connectivity(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn synapse_errors_map_to_statuses() {
+        let status = |e: SynapseError| ApiError::from(e).status;
+        assert_eq!(
+            status(SynapseError::InvalidInput("x".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(SynapseError::NotFound("x".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(SynapseError::Graph(cg_graph::GraphError::NotFound(
+                "x".into()
+            ))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(SynapseError::Corrupt("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
