@@ -238,6 +238,11 @@ def run_checks(base):
             l2 = cv.mesh.fetch_manifest(root, level=2, return_segids=True)
             assert len(l2["fragments"]) == len(l2["seg_ids"]) > 0
             assert all(cv.meta.decode_layer_id(s) == 2 for s in l2["seg_ids"])
+            # cloud-volume's own shard reader (minishard indexes) over the same files.
+            labels = cv.mesh.get_fragment_labels(root, level=meta["max_meshed_layer"])
+            direct = cv.mesh.get_meshes_on_bypass(labels)
+            assert sorted(direct) == sorted(labels)
+            assert sum(len(m.faces) for m in direct.values()) == len(mesh.faces)
 
     @check("merge, history and undo through caveclient")
     def _():
