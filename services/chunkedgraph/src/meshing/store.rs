@@ -223,3 +223,51 @@ pub fn index_entries(spec: &ShardSpec, file: &[u8]) -> Result<HashMap<u64, (u64,
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn shard_index_gives_each_fragment_byte_range() {
+        let g = Geometry::new([256, 256, 256], [64, 64, 64]).unwrap();
+        let params = MeshParams::for_geometry(&g);
+        let spec = params.sharding();
+        let entries: BTreeMap<u64, bytes::Bytes> = (1..40u64)
+            .map(|k| (k * 7919, bytes::Bytes::from(vec![k as u8; k as usize])))
+            .collect();
+        let file = cg_volume::shard::encode_shard(&spec, &entries);
+        let index = index_entries(&spec, &file).unwrap();
+        assert_eq!(index.len(), entries.len());
+        for (key, data) in &entries {
+            let (off, size) = index[key];
+            assert_eq!(&file[off as usize..(off + size) as usize], &data[..]);
+        }
+        assert!(index_entries(&spec, &file[..10]).is_err());
+    }
+
+    #[test]
+    fn fragment_strings_are_what_clients_parse() {
+        let initial = Located::Initial {
+            file: "2/1025-0.shard".into(),
+            offset: 165,
+            size: 217,
+        };
+        assert_eq!(
+            initial.fragment().as_deref(),
+            Some("~2/1025-0.shard:165:217")
+        );
+        let dynamic = Located::Dynamic("5:0:0-64_0-64_0-64".into());
+        assert_eq!(dynamic.fragment().as_deref(), Some("5:0:0-64_0-64_0-64"));
+        assert_eq!(Located::Empty.fragment(), None);
+    }
+
+    #[test]
+    fn missing_directory_means_no_meshes() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Geometry::new([64, 64, 64], [64, 64, 64]).unwrap();
+        assert!(MeshStore::open(dir.path(), &g).unwrap().is_none());
+    }
+}
