@@ -284,7 +284,13 @@ async fn initial_meshes_are_crack_free_resumable_and_remeshed_after_edits() {
     assert!(mesh_cmd(&s).contains("complete already"));
 
     // The server: info, manifests (stitched higher-layer fragments) and fragments by range.
-    let server = ServeProcess::start(&[], &s.env());
+    // Remeshing jobs log their own durations at debug level.
+    let mut env = s.env();
+    env.push((
+        "RUST_LOG",
+        std::env::var("CG_TEST_SERVE_LOG").unwrap_or_else(|_| "warn".into()),
+    ));
+    let server = ServeProcess::start(&[], &env);
     let base = server.base.clone();
     let http = reqwest::Client::new();
     let info: Value = http
@@ -400,7 +406,7 @@ async fn initial_meshes_are_crack_free_resumable_and_remeshed_after_edits() {
                 .collect();
             assert_eq!(new_roots.len(), if route == "/merge" { 1 } else { 2 });
             for &root in &new_roots {
-                wait_complete(&s, &http, &base, root, Duration::from_secs(120)).await;
+                wait_complete(&s, &fragments, &http, &base, root, Duration::from_secs(120)).await;
             }
             // Until every new root is complete.
             latencies.push(answered.elapsed());
@@ -419,6 +425,7 @@ async fn initial_meshes_are_crack_free_resumable_and_remeshed_after_edits() {
 /// fragment or was meshed empty; returns how long it took.
 async fn wait_complete(
     s: &Setup,
+    initial: &HashMap<u64, Mesh>,
     http: &reqwest::Client,
     base: &str,
     root: u64,
@@ -437,7 +444,6 @@ async fn wait_complete(
     let ids: Vec<u64> = l2.iter().copied().collect();
     let made = s.graph.node_timestamps(&ids).await.expect("timestamps");
     let ingest = s.graph.meta().ingest_timestamp_micros;
-    let initial = read_initial(&s.meshes());
     let surfaceless: HashSet<u64> = ids
         .iter()
         .zip(made)
