@@ -6,7 +6,9 @@
 # .venv with tests/python/requirements.txt), then runs, stopping at the first failure:
 #   cargo fmt --check, cargo clippy -D warnings, cargo build -p chunkedgraph,
 #   cargo test --workspace, the Python differential test (tests/python), the real-client
-#   test (tests/python/clients: caveclient and cloud-volume in .venv-clients), and the
+#   test (tests/python/clients: caveclient and cloud-volume in .venv-clients), the
+#   segmentation comparison (tests/python/segmentation: waterz 0.10.1 in .venv-seg on the
+#   same affinities; fails on a quality regression, prints throughput), and the
 #   browser test (tests/browser: Neuroglancer in headless Chromium, .venv-browser; installs
 #   the Debian package chromium when missing; screenshots in target/browser-artifacts).
 #
@@ -115,6 +117,10 @@ PYTHON=$PWD/.venv/bin/python tests/python/run_differential.sh
 # ------------------------------------------------------------------------------------------
 section "python clients: caveclient and cloud-volume against chunkedgraph serve"
 tests/python/clients/run_clients.sh
+
+# ------------------------------------------------------------------------------------------
+section "segmentation: cg-segmentation beside waterz 0.10.1 (gala quality, 32.8 MV throughput)"
+tests/python/segmentation/run_waterz.sh
 
 # ------------------------------------------------------------------------------------------
 section "browser: Neuroglancer in headless Chromium against chunkedgraph serve"

@@ -10,7 +10,8 @@
 #      (low 0.0001, high 0.9999), gala with ours (waterz needs low < 0 to keep voxels whose
 #      every affinity is 0: it keeps a voxel only if its best edge is above low), and the
 #      synthetic volume.
-# Results: OUT/ours.json and OUT/waterz-*.json (OUT: first argument, default
+# Results: OUT/ours.json and OUT/waterz-*.json, then compare.py prints them side by side and
+# fails if our quality falls short (gala ARAND above 0.05 or above waterz's; see compare.py) (OUT: first argument, default
 # target/segmentation-comparison). The exported affinities are deleted afterwards unless
 # KEEP_AFFS=1.
 # Environment: SYNTHETIC (edge of the synthetic cube, default 320 = 32.8 MV),
@@ -65,3 +66,4 @@ if [ -z "${KEEP_AFFS:-}" ]; then
   rm -f "$out/gala-affs.npy" "$out/synthetic-affs.npy"
 fi
 echo "results in $out"
+"$py" "$here/compare.py" "$out"
