@@ -20,6 +20,9 @@ use cg_graph::ChunkedGraph;
 use cg_ids::{ChunkCoord, Geometry};
 use cg_mesh::draco::{self, GridQuantization};
 use cg_mesh::{mesh_labels, partition_by_owner, simplify, BlockGeometry, Mesh, SimplifyParams};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use cg_volume::{BBox, Volume};
 
 use super::layout::MeshParams;
@@ -42,7 +45,7 @@ pub struct ChunkBlock {
 /// Reads a chunk's block and looks up its supervoxels' roots and layer-2 nodes now.
 pub async fn load(
     graph: &ChunkedGraph,
-    volume: &Volume,
+    volume: &ChunkCache,
     coord: ChunkCoord,
 ) -> anyhow::Result<ChunkBlock> {
     let g = graph.geometry();
@@ -54,14 +57,22 @@ pub async fn load(
     let abs = |v: [i64; 3]| -> [i64; 3] { std::array::from_fn(|d| v[d] + g.voxel_offset[d]) };
     let bbox = BBox::new(abs(lo), abs(hi));
     let array = volume
-        .read_box::<u64>(0, bbox)
+        .read_box(bbox)
         .await
         .with_context(|| format!("reading supervoxels {bbox:?}"))?;
     let shape = bbox.shape_zyx();
-    let svs = array.into_data();
-    let mut distinct: Vec<u64> = svs.iter().copied().filter(|&s| s != 0).collect();
+    let svs = array;
+    // Runs along x repeat a supervoxel: skip them before hashing.
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut last = 0u64;
+    for &sv in &svs {
+        if sv != last && sv != 0 {
+            seen.insert(sv);
+        }
+        last = sv;
+    }
+    let mut distinct: Vec<u64> = seen.into_iter().collect();
     distinct.sort_unstable();
-    distinct.dedup();
     // Supervoxels the graph does not know (a volume written for another graph) stay
     // unlabelled rather than failing the chunk.
     let known: Vec<u64> = distinct
@@ -212,4 +223,96 @@ pub fn encode(mesh: &Mesh, grid: u32) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(Some(
         draco::encode(mesh, &q).context("encoding a fragment")?,
     ))
+}
+
+/// Decoded chunks by grid cell, and the order they came in (the oldest go first).
+type Cached = (HashMap<[u64; 3], Arc<Vec<u64>>>, VecDeque<[u64; 3]>);
+
+/// The supervoxel volume with its most recently decoded chunks kept: a block reads the 27
+/// chunks around its own, and its neighbours read most of the same ones.
+pub struct ChunkCache {
+    volume: Volume,
+    cached: Mutex<Cached>,
+    capacity: usize,
+}
+
+impl ChunkCache {
+    /// Keeps up to `bytes` of decoded chunks.
+    pub fn new(volume: Volume, bytes: usize) -> anyhow::Result<ChunkCache> {
+        let c = volume.scale(0)?.chunk_size();
+        let chunk_bytes = (c[0] * c[1] * c[2] * 8).max(1) as usize;
+        Ok(ChunkCache {
+            volume,
+            cached: Mutex::new((HashMap::new(), VecDeque::new())),
+            capacity: (bytes / chunk_bytes).max(27),
+        })
+    }
+
+    async fn chunk(&self, g: [u64; 3]) -> anyhow::Result<Arc<Vec<u64>>> {
+        if let Some(c) = self.lock().0.get(&g) {
+            return Ok(c.clone());
+        }
+        let s = self.volume.scale(0)?;
+        let n = s.chunk_bbox(g).volume() as usize;
+        // A chunk never written is background.
+        let data = self
+            .volume
+            .read_chunk::<u64>(0, g)
+            .await?
+            .unwrap_or_else(|| vec![0; n]);
+        anyhow::ensure!(
+            data.len() == n,
+            "chunk {g:?} holds {} voxels, not {n}",
+            data.len()
+        );
+        let data = Arc::new(data);
+        let mut guard = self.lock();
+        let (map, order) = &mut *guard;
+        if map.insert(g, data.clone()).is_none() {
+            order.push_back(g);
+        }
+        while order.len() > self.capacity {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        Ok(data)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The voxels of `bbox` (absolute x, y, z, inside the volume) in (z, y, x) C order.
+    pub async fn read_box(&self, bbox: BBox) -> anyhow::Result<Vec<u64>> {
+        let s = self.volume.scale(0)?;
+        let [sx, sy, sz] = bbox.size().map(|v| v as usize);
+        let mut out = vec![0u64; sx * sy * sz];
+        let (lo, hi) = s.grid_range(&bbox);
+        for gz in lo[2]..hi[2] {
+            for gy in lo[1]..hi[1] {
+                for gx in lo[0]..hi[0] {
+                    let g = [gx, gy, gz];
+                    let cb = s.chunk_bbox(g);
+                    let data = self.chunk(g).await?;
+                    let part = cb.intersection(&bbox);
+                    let [cx, cy, _] = cb.size().map(|v| v as usize);
+                    let w = (part.max[0] - part.min[0]) as usize;
+                    for z in part.min[2]..part.max[2] {
+                        for y in part.min[1]..part.max[1] {
+                            let src = (((z - cb.min[2]) as usize * cy) + (y - cb.min[1]) as usize)
+                                * cx
+                                + (part.min[0] - cb.min[0]) as usize;
+                            let dst = (((z - bbox.min[2]) as usize * sy)
+                                + (y - bbox.min[1]) as usize)
+                                * sx
+                                + (part.min[0] - bbox.min[0]) as usize;
+                            out[dst..dst + w].copy_from_slice(&data[src..src + w]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }

@@ -182,7 +182,10 @@ pub async fn build(graph: &ChunkedGraph, opts: &BuildOptions) -> anyhow::Result<
             p
         }
     };
-    let volume = Arc::new(open_volume(&seg).await?);
+    let volume = Arc::new(chunk::ChunkCache::new(
+        open_volume(&seg).await?,
+        CACHE_BYTES,
+    )?);
     let mesh_store = Arc::new(store::MeshStore::new(dir.clone(), params, g.clone()));
     let mut report = BuildReport::default();
     let n = threads(opts);
@@ -295,6 +298,10 @@ pub async fn build(graph: &ChunkedGraph, opts: &BuildOptions) -> anyhow::Result<
     Ok(report)
 }
 
+/// Decoded supervoxel chunks kept while meshing (a block reads 27 chunks; its neighbours
+/// share most of them).
+pub const CACHE_BYTES: usize = 256 << 20;
+
 struct ChunkResult {
     resumed: bool,
     meshes: Vec<(u64, Mesh)>,
@@ -303,7 +310,7 @@ struct ChunkResult {
 /// Meshes one layer-2 chunk into its shard, or reads back the shard a previous run wrote.
 async fn layer2_chunk(
     graph: &ChunkedGraph,
-    volume: &Volume,
+    volume: &chunk::ChunkCache,
     mesh_store: &store::MeshStore,
     coord: [u32; 3],
 ) -> anyhow::Result<ChunkResult> {

@@ -14,11 +14,11 @@ use anyhow::Context;
 use cg_graph::ChunkedGraph;
 use cg_ids::layer_of;
 use cg_mesh::Mesh;
-use cg_volume::Volume;
 use tokio::sync::{broadcast, mpsc};
 
+use super::chunk::{self, ChunkCache};
+use super::layout;
 use super::store::MeshStore;
-use super::{chunk, layout};
 
 /// Jobs (one edit's layer-2 nodes each) waiting at most; beyond, new jobs are refused.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -48,7 +48,7 @@ impl Remesher {
     pub fn start(
         graph: ChunkedGraph,
         store: Arc<MeshStore>,
-        volume: Arc<Volume>,
+        volume: Arc<ChunkCache>,
         workers: usize,
     ) -> Arc<Remesher> {
         let (tx, rx) = mpsc::channel::<Vec<u64>>(QUEUE_CAPACITY);
@@ -127,7 +127,7 @@ impl Remesher {
 pub async fn remesh(
     graph: &ChunkedGraph,
     store: &MeshStore,
-    volume: &Volume,
+    volume: &ChunkCache,
     l2_ids: &[u64],
 ) -> anyhow::Result<usize> {
     let g = graph.geometry();

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::body::{ids_field, json, path_id, Params, RawBody};
 use super::error::{ApiError, ApiResult};
 use super::Shared;
+use crate::meshing::chunk::ChunkCache;
 use crate::meshing::remesh::Remesher;
 use crate::meshing::store::{Located, MeshStore};
 use crate::meshing::{layout, open_volume};
@@ -61,7 +62,8 @@ impl Registry {
         let Some(store) = MeshStore::open(&seg, g.geometry())? else {
             return Ok(None);
         };
-        let volume = Arc::new(open_volume(&seg).await?);
+        // Remeshing reads few chunks, mostly around recent edits.
+        let volume = Arc::new(ChunkCache::new(open_volume(&seg).await?, 64 << 20)?);
         let store = Arc::new(store);
         let remesher = Remesher::start(g.clone(), store.clone(), volume, REMESH_WORKERS);
         let t = Arc::new(TableMeshes { store, remesher });
