@@ -218,7 +218,7 @@ impl<'a> Segmenter<'a> {
     /// Reads what [`Self::finish`] wrote, in the shape `chunk_labels` takes.
     pub async fn finished(&self) -> anyhow::Result<Finished> {
         let bytes = self.work.get("finished").await?;
-        Ok(Finished::from_bytes(&bytes).context("finished is corrupt")?)
+        Finished::from_bytes(&bytes).context("finished is corrupt")
     }
 
     /// A chunk's final supervoxels, from its leaf output and its ancestors' renames.
