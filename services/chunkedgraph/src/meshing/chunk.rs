@@ -316,3 +316,44 @@ impl ChunkCache {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cg_volume::{Array, DataType, Encoding, Info, Scale, Store, VolumeType};
+
+    use super::*;
+
+    /// The cache assembles the same boxes as the volume reads, across chunk faces, at the
+    /// clipped upper edge, and with a cache too small to hold them all.
+    #[tokio::test]
+    async fn cached_boxes_match_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let size = [40u64, 36, 20];
+        let scale = Scale::new(
+            size,
+            [8.0, 8.0, 40.0],
+            [16, 16, 8],
+            Encoding::CompressedSegmentation,
+        );
+        let info = Info::new(VolumeType::Segmentation, DataType::U64, 1, scale);
+        let volume = Volume::create(Store::open(&url).unwrap(), info)
+            .await
+            .unwrap();
+        let n = (size[0] * size[1] * size[2]) as usize;
+        let data: Vec<u64> = (0..n as u64).map(|i| i / 7 + 1).collect();
+        let array = Array::new(vec![20, 36, 40], data).unwrap();
+        volume.write_box(0, [0, 0, 0], &array).await.unwrap();
+        let cache = ChunkCache::new(Volume::open(&url).await.unwrap(), 0).unwrap();
+        for (lo, hi) in [
+            ([0, 0, 0], [40, 36, 20]),
+            ([15, 15, 7], [33, 17, 9]),
+            ([31, 20, 15], [40, 36, 20]),
+            ([0, 0, 0], [1, 1, 1]),
+        ] {
+            let b = BBox::new(lo, hi);
+            let want = volume.read_box::<u64>(0, b).await.unwrap().into_data();
+            assert_eq!(cache.read_box(b).await.unwrap(), want, "{b:?}");
+        }
+    }
+}
