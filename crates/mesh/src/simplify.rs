@@ -383,7 +383,11 @@ mod tests {
         assert!(s.triangles.len() * 4 < mesh.triangles.len());
         // Watertight; kept vertices may pinch it (an edge of four triangles).
         let topo = s.topology();
-        assert_eq!((topo.boundary_edges, topo.misoriented_edges), (0, 0), "{topo:?}");
+        assert_eq!(
+            (topo.boundary_edges, topo.misoriented_edges),
+            (0, 0),
+            "{topo:?}"
+        );
         let index = crate::distance::SurfaceIndex::new(&s, f64::from(bound));
         for v in &mesh.vertices {
             assert!(
