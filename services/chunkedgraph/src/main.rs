@@ -13,8 +13,8 @@ mod quickstart;
 mod server;
 mod storage;
 mod synapses_cmd;
-mod synthetic_seg;
 mod synthesize;
+mod synthetic_seg;
 
 // The emulator allocates per row; glibc malloc showed up as a third of write time.
 #[global_allocator]
