@@ -666,7 +666,7 @@ def hover_until(b: Browser, calib: Calibration, point, want_root: int | None, wh
     """Moves the mouse over voxel `point` of the section and waits until the viewer reports
     the segment under it (its root once the root's leaves are loaded). Closed loop: where
     the viewer says the mouse is corrects the next move."""
-    at = {"rect": None, "xy": None}
+    at = {"rect": None, "xy": None, "tries": 0}
 
     def probe():
         if not np.allclose(calib.xy_rect(), calib.rect, atol=0.5):
@@ -675,6 +675,12 @@ def hover_until(b: Browser, calib: Calibration, point, want_root: int | None, wh
             # Placed anew whenever the panel moved.
             at["rect"] = calib.rect
             at["xy"] = calib.screen(*point)
+        at["tries"] += 1
+        if at["tries"] > 1:
+            # A move to where the mouse already is may not refresh the viewer's mouse state
+            # (seen on a loaded machine: no segment reported for a minute): step away first.
+            b.hover(at["xy"][0] + 6, at["xy"][1] + 6)
+            time.sleep(0.05)
         b.hover(*at["xy"])
         r = b.readback()
         if r is None or len(r["pos"]) != 3:
@@ -688,6 +694,24 @@ def hover_until(b: Browser, calib: Calibration, point, want_root: int | None, wh
 
     r = wait_for(f"{what} (voxel {list(point)}, root {want_root})", probe, 60, 0.3)[1]
     return at["xy"][0], at["xy"][1], int(r["base"]), int(r["value"])
+
+
+def click_until(b: Browser, calib: Calibration, point, want_root, what: str, done, supervoxel=None):
+    """Hovers `point` until the viewer shows `want_root` there, then control+clicks, until
+    `done()` (a probe as `wait_for` takes) holds; a click the viewer missed (the tool saw no
+    segment under the mouse yet) is made again, up to 3 times. Returns the supervoxel."""
+    last = None
+    for _ in range(3):
+        x, y, s, _ = hover_until(b, calib, point, want_root, what)
+        if supervoxel is not None and s != supervoxel:
+            raise CheckFailed(f"{what}: supervoxel {s} under the mouse, expected {supervoxel}")
+        b.cdp.click(x, y, CTRL)
+        try:
+            wait_for(f"{what}: the click taken", done, 5, 0.2)
+            return s
+        except CheckFailed as e:
+            last = e
+    raise CheckFailed(f"{what}: 3 clicks not taken ({last})")
 
 
 def edit_requests(b: Browser, name: str):
@@ -736,16 +760,21 @@ def check_merge(ctx, calib: Calibration, a, b_):
     # in B draws the merge line; Enter submits.
     b.cdp.key("A", "KeyA", 65, SHIFT, "A")
     wait_for("the merge tool", lambda: dom_count(b, ".graphene-merge-segments-status") > 0, 10, 0.2)
-    xa, ya, _, _ = hover_until(b, calib, pa, root_a, "segment A under the mouse")
-    b.cdp.click(xa, ya, CTRL)
-    wait_for("the merge line's first point", lambda: dom_count(b, ".graphene-merge-segments-point") == 1, 10, 0.2)
-    xb, yb, _, _ = hover_until(b, calib, pb, root_b, "segment B under the mouse")
-    b.cdp.click(xb, yb, CTRL)
-    wait_for(
-        "the merge line's second point",
+    click_until(
+        b,
+        calib,
+        pa,
+        root_a,
+        "the merge line's first point (segment A)",
+        lambda: dom_count(b, ".graphene-merge-segments-point") == 1,
+    )
+    click_until(
+        b,
+        calib,
+        pb,
+        root_b,
+        "the merge line's second point (segment B)",
         lambda: (dom_count(b, ".graphene-merge-segments-point") == 2, status_text(b)),
-        10,
-        0.2,
     )
     b.shot("03-merge-line.png")
     b.cdp.key("Enter", "Enter", 13, 0, "\r")
@@ -794,19 +823,25 @@ def check_split(ctx, calib: Calibration, a, b_):
     # control+click a blue point in B, Enter submits.
     b.cdp.key("B", "KeyB", 66, SHIFT, "B")
     wait_for("the multicut tool", lambda: dom_count(b, ".graphene-multicut-status") > 0, 10, 0.2)
-    xa, ya, s, _ = hover_until(b, calib, pa, merged, "the merged root under the mouse (red point)")
-    if s != sv_a:
-        raise CheckFailed(f"supervoxel under the red point is {s}, expected {sv_a}")
-    b.cdp.click(xa, ya, CTRL)
-    wait_for("the red point", lambda: (lambda m: (m and m["red"] == 1, m))(b.cdp.evaluate(MULTICUT_JS)), 10, 0.2)
+    click_until(
+        b,
+        calib,
+        pa,
+        merged,
+        "the red point (merged root under the mouse)",
+        lambda: (lambda m: (m and m["red"] == 1, m))(b.cdp.evaluate(MULTICUT_JS)),
+        supervoxel=sv_a,
+    )
     b.cdp.key("g", "KeyG", 71, 0, "g")
     wait_for("the blue group", lambda: (lambda m: (m and m["blueActive"], m))(b.cdp.evaluate(MULTICUT_JS)), 10, 0.2)
-    xb, yb, s, _ = hover_until(b, calib, pb, merged, "the merged root under the mouse (blue point)")
-    if s != sv_b:
-        raise CheckFailed(f"supervoxel under the blue point is {s}, expected {sv_b}")
-    b.cdp.click(xb, yb, CTRL)
-    wait_for(
-        "the blue point", lambda: (lambda m: (m and m["blue"] == 1, m))(b.cdp.evaluate(MULTICUT_JS)), 10, 0.2
+    click_until(
+        b,
+        calib,
+        pb,
+        merged,
+        "the blue point (merged root under the mouse)",
+        lambda: (lambda m: (m and m["blue"] == 1, m))(b.cdp.evaluate(MULTICUT_JS)),
+        supervoxel=sv_b,
     )
     b.shot("05-multicut-points.png")
     b.cdp.key("Enter", "Enter", 13, 0, "\r")
