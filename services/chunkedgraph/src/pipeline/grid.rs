@@ -52,6 +52,13 @@ impl Grid {
     }
 }
 
+/// A box of array voxels (z, y, x from 0) as a precomputed volume's box (x, y, z from the
+/// volume's voxel offset).
+pub fn volume_box(b: &Box3, offset: [i64; 3]) -> cg_volume::BBox {
+    let at = |p: [usize; 3]| [0, 1, 2].map(|a| offset[a] + p[2 - a] as i64);
+    cg_volume::BBox::new(at(b.start), at(b.stop))
+}
+
 pub fn chunk_name(c: Chunk) -> String {
     format!("{}_{}_{}", c[0], c[1], c[2])
 }
@@ -90,5 +97,7 @@ mod tests {
         let mut dealt: Vec<u32> = (0..3).flat_map(|i| share(&all, (i, 3))).collect();
         dealt.sort_unstable();
         assert_eq!(dealt, all);
+        let v = volume_box(&Box3::new([1, 2, 3], [4, 5, 6]), [10, 20, 30]);
+        assert_eq!((v.min, v.max), ([13, 22, 31], [16, 25, 34]));
     }
 }

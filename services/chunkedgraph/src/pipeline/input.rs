@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use cg_segmentation::{Affinities, Box3};
-use cg_volume::{Array, BBox, Volume, ZarrArray};
+use cg_volume::{Array, Volume, ZarrArray};
 
 /// How the input's values are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -170,19 +170,7 @@ impl Input {
             },
             Input::Precomputed(v, kind) => {
                 let s = v.scale(0)?;
-                let off = s.voxel_offset;
-                let bbox = BBox::new(
-                    [
-                        off[0] + b.start[2] as i64,
-                        off[1] + b.start[1] as i64,
-                        off[2] + b.start[0] as i64,
-                    ],
-                    [
-                        off[0] + b.stop[2] as i64,
-                        off[1] + b.stop[1] as i64,
-                        off[2] + b.stop[0] as i64,
-                    ],
-                );
+                let bbox = super::grid::volume_box(b, s.voxel_offset);
                 let arr: Array<f32> = v.read_box(0, bbox).await?;
                 match kind {
                     InputKind::Boundary => Ok(Affinities::from_boundary(bs, arr.data())?),

@@ -13,7 +13,7 @@ use anyhow::Context;
 use cg_graph::ingest::InputEdge;
 use cg_ids::Geometry;
 use cg_segmentation::Box3;
-use cg_volume::{Array, BBox, Volume};
+use cg_volume::{Array, Volume};
 
 use super::grid::{chunk_name, Chunk, Grid};
 use super::input::Input;
@@ -84,19 +84,7 @@ pub async fn run_chunk(
     .await??;
 
     let [nz, ny, nx] = core.shape();
-    let off = geometry.voxel_offset;
-    let bbox = BBox::new(
-        [
-            off[0] + core.start[2] as i64,
-            off[1] + core.start[1] as i64,
-            off[2] + core.start[0] as i64,
-        ],
-        [
-            off[0] + core.stop[2] as i64,
-            off[1] + core.stop[1] as i64,
-            off[2] + core.stop[0] as i64,
-        ],
-    );
+    let bbox = super::grid::volume_box(&core, geometry.voxel_offset);
     volume
         .write_box(0, bbox.min, &Array::new(vec![nz, ny, nx], sv_labels)?)
         .await
