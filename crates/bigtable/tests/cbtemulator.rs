@@ -57,28 +57,36 @@ fn start_emulator() -> Emulator {
         "cbtemulator not found at {}; install it with `apt-get install google-cloud-cli-bigtable-emulator`",
         path.display()
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port();
-    let child = Command::new(&path)
-        .args(["-host", "127.0.0.1", "-port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
-    let addr = format!("127.0.0.1:{port}");
-    let emu = Emulator { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&emu.addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "cbtemulator did not start listening on {}",
-            emu.addr
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // A port picked free may be taken by another test's emulator before ours binds it; then
+    // ours exits and the probe below would reach the other one. Retry with a new port.
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free loopback port")
+            .port();
+        let child = Command::new(&path)
+            .args(["-host", "127.0.0.1", "-port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+        let addr = format!("127.0.0.1:{port}");
+        let mut emu = Emulator { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&emu.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "cbtemulator did not start listening on {}",
+                emu.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if matches!(emu.child.try_wait(), Ok(None)) {
+            return emu;
+        }
     }
-    emu
+    panic!("cbtemulator exited right after starting, 5 times (ports taken?)");
 }
 
 async fn client(emu: &Emulator) -> Client {
