@@ -43,7 +43,7 @@ syn_t=0.2
 
 echo "== cg-segmentation"
 (cd "$root" && cargo run --quiet --release -p cg-segmentation --example bench -- \
-  --synthetic "$n" --thresholds "$gala_t" --synthetic-thresholds "$syn_t" \
+  --synthetic "$n" --chunk 128,128,128 --thresholds "$gala_t" --synthetic-thresholds "$syn_t" \
   --export "$out" --json "$out/ours.json")
 
 echo "== waterz"
