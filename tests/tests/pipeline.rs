@@ -200,6 +200,26 @@ fn write_zarr(dir: &std::path::Path, shape: [usize; 3], chunk: [usize; 3], data:
     }
 }
 
+/// Runs a `chunkedgraph pipeline plan` command: its (step, tasks) lines.
+fn plan_steps(mut plan: Command) -> Vec<(String, u64)> {
+    let out = plan.output().expect("pipeline plan");
+    assert!(
+        out.status.success(),
+        "plan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("plan line is JSON");
+            (
+                v["step"].as_str().expect("step").to_string(),
+                v["tasks"].as_u64().expect("tasks"),
+            )
+        })
+        .collect()
+}
+
 /// `a` and `b` label the voxels the same way up to names, with 0 (background) kept as 0.
 fn same_partition(a: &[u64], b: &[u64], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: sizes");
@@ -291,22 +311,7 @@ fn tasks_run_as_indexed_jobs_build_the_same_graph() {
     let mut plan = Command::new(chunkedgraph_bin());
     plan.args(["pipeline", "plan"]);
     common(&mut plan);
-    let plan = plan.output().expect("pipeline plan");
-    assert!(
-        plan.status.success(),
-        "plan failed: {}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let steps: Vec<(String, u64)> = String::from_utf8_lossy(&plan.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("plan line is JSON");
-            (
-                v["step"].as_str().expect("step").to_string(),
-                v["tasks"].as_u64().expect("tasks"),
-            )
-        })
-        .collect();
+    let steps = plan_steps(plan);
     let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
     // prepare, segment-0.. (chunks, then parents up to the root), segment-finish,
     // segment-labels, supervoxels, ingest-2..
@@ -500,26 +505,9 @@ fn kubernetes_driver_renders_a_job_per_step() {
         ),
     )
     .expect("config");
-    let plan = Command::new(chunkedgraph_bin())
-        .args(["pipeline", "plan", "--config"])
-        .arg(&config)
-        .output()
-        .expect("plan");
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let steps: Vec<(String, u64)> = String::from_utf8_lossy(&plan.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("JSON");
-            (
-                v["step"].as_str().expect("step").into(),
-                v["tasks"].as_u64().expect("n"),
-            )
-        })
-        .collect();
+    let mut plan = Command::new(chunkedgraph_bin());
+    plan.args(["pipeline", "plan", "--config"]).arg(&config);
+    let steps = plan_steps(plan);
     let out = Command::new("bash")
         .arg(root.join("deploy/k8s/run.sh"))
         .arg("--config")
