@@ -121,20 +121,11 @@ pub fn draw<L: Copy + PartialEq>(shape: [usize; 3], labels: &[L], d: &Defects) -
 
     // Distance (in voxels, chamfer) to the nearest voxel touching another label.
     let reach = (3.0 * d.band).ceil() as usize + 1;
-    let mut dist = vec![f32::INFINITY; n];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let i = (z * ny + y) * nx + x;
-                for (c, back) in [z > 0, y > 0, x > 0].into_iter().enumerate() {
-                    if back && labels[i] != labels[i - strides[c]] {
-                        dist[i] = 0.5;
-                        dist[i - strides[c]] = 0.5;
-                    }
-                }
-            }
-        }
-    }
+    let touching = crate::synthetic::touching_another(shape, labels);
+    let mut dist: Vec<f32> = touching
+        .iter()
+        .map(|&t| if t { 0.5 } else { f32::INFINITY })
+        .collect();
     let membrane: Vec<usize> = (0..n).filter(|&i| dist[i] == 0.5).collect();
     chamfer(shape, &mut dist, reach as f32);
 

@@ -50,23 +50,12 @@ impl Synthetic {
     /// voxels that touch another cell. Where exactly a watershed line runs inside a membrane
     /// is not a segmentation error, so scoring ignores those voxels.
     pub fn ground_truth(&self) -> Vec<u32> {
-        let [nz, ny, nx] = self.shape;
-        let strides = [ny * nx, nx, 1];
-        let mut gt = self.cells.clone();
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    let i = (z * ny + y) * nx + x;
-                    for (c, back) in [z > 0, y > 0, x > 0].into_iter().enumerate() {
-                        if back && self.cells[i] != self.cells[i - strides[c]] {
-                            gt[i] = 0;
-                            gt[i - strides[c]] = 0;
-                        }
-                    }
-                }
-            }
-        }
-        gt
+        let touching = touching_another(self.shape, &self.cells);
+        self.cells
+            .iter()
+            .zip(touching)
+            .map(|(&c, t)| if t { 0 } else { c })
+            .collect()
     }
 
     /// Affinities from the boundary map (`1 − max(b_u, b_v)`).
@@ -201,6 +190,28 @@ fn seed_dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     (0..3).map(|k| (a[k] - b[k]) * (a[k] - b[k])).sum()
 }
 
+/// Per voxel (C order): whether a 6-neighbour has another label. The caller checks that
+/// `labels` fills `shape`.
+pub fn touching_another<L: PartialEq>(shape: [usize; 3], labels: &[L]) -> Vec<bool> {
+    let [nz, ny, nx] = shape;
+    let strides = [ny * nx, nx, 1];
+    let mut out = vec![false; labels.len()];
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let i = (z * ny + y) * nx + x;
+                for (c, back) in [z > 0, y > 0, x > 0].into_iter().enumerate() {
+                    if back && labels[i] != labels[i - strides[c]] {
+                        out[i] = true;
+                        out[i - strides[c]] = true;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A boundary map for any label volume: 1 on voxels with a 6-neighbour of another label (or
 /// of label 0), 0 elsewhere, plus Gaussian noise of standard deviation `noise`, clamped to
 /// `[0, 1]`.
@@ -219,23 +230,7 @@ pub fn boundary_from_labels<L: Copy + PartialEq>(
             got: labels.len(),
         });
     }
-    let [nz, ny, nx] = shape;
-    let mut membrane = vec![false; n];
-    let strides = [ny * nx, nx, 1];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let i = (z * ny + y) * nx + x;
-                let back = [z > 0, y > 0, x > 0];
-                for c in 0..3 {
-                    if back[c] && labels[i] != labels[i - strides[c]] {
-                        membrane[i] = true;
-                        membrane[i - strides[c]] = true;
-                    }
-                }
-            }
-        }
-    }
+    let membrane = touching_another(shape, labels);
     let mut rng = SplitMix64::new(seed);
     Ok(membrane
         .iter()

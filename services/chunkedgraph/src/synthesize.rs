@@ -147,30 +147,21 @@ pub fn run(args: SynthesizeArgs) -> anyhow::Result<()> {
 /// Labels renumbered densely from 1 (in order of first appearance), 0 on voxels that touch
 /// another label.
 fn ground_truth(shape: [usize; 3], labels: &[u64]) -> Vec<u32> {
-    let [nz, ny, nx] = shape;
-    let strides = [ny * nx, nx, 1];
+    let touching = cg_segmentation::synthetic::touching_another(shape, labels);
     let mut ids = std::collections::HashMap::new();
-    let mut out: Vec<u32> = labels
+    labels
         .iter()
-        .map(|l| {
+        .zip(touching)
+        .map(|(l, t)| {
             let n = ids.len() as u32 + 1;
-            *ids.entry(*l).or_insert(n)
-        })
-        .collect();
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let i = (z * ny + y) * nx + x;
-                for (c, back) in [z > 0, y > 0, x > 0].into_iter().enumerate() {
-                    if back && labels[i] != labels[i - strides[c]] {
-                        out[i] = 0;
-                        out[i - strides[c]] = 0;
-                    }
-                }
+            let id = *ids.entry(*l).or_insert(n);
+            if t {
+                0
+            } else {
+                id
             }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 #[cfg(test)]
