@@ -37,11 +37,10 @@ impl<'a> SurfaceIndex<'a> {
             (lo, hi) = ([0.0; 3], [0.0; 3]);
         }
         let lo = lo.map(f64::from);
-        let dims: [i64; 3] =
-            std::array::from_fn(|i| ((hi[i] as f64 - lo[i]) / cell).floor() as i64 + 1);
+        let dims: [i64; 3] = std::array::from_fn(|i| ((hi[i] as f64 - lo[i]) / cell).ffloor() + 1);
         let cells = (dims[0] * dims[1] * dims[2]) as usize;
         let cell_of = |p: [f64; 3]| -> [i64; 3] {
-            std::array::from_fn(|i| (((p[i] - lo[i]) / cell).floor() as i64).clamp(0, dims[i] - 1))
+            std::array::from_fn(|i| (((p[i] - lo[i]) / cell).ffloor()).clamp(0, dims[i] - 1))
         };
         let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(triangles.len() * 2);
         for (ti, t) in triangles.iter().enumerate() {
@@ -95,9 +94,15 @@ impl<'a> SurfaceIndex<'a> {
 
     /// Distance from `p` to the surface, if some triangle lies within `limit`.
     pub fn distance(&self, p: [f32; 3], limit: f64) -> Option<f64> {
+        self.nearest(p, limit).map(|(_, d)| d)
+    }
+
+    /// The triangle nearest `p` (its index in the indexed triangles) and its distance, if
+    /// one lies within `limit`.
+    pub fn nearest(&self, p: [f32; 3], limit: f64) -> Option<(u32, f64)> {
         let p = p.map(f64::from);
-        let c: [i64; 3] = std::array::from_fn(|i| ((p[i] - self.lo[i]) / self.cell).floor() as i64);
-        let mut best = f64::INFINITY;
+        let c: [i64; 3] = std::array::from_fn(|i| ((p[i] - self.lo[i]) / self.cell).ffloor());
+        let mut best = (u32::MAX, f64::INFINITY);
         let rings = (limit / self.cell).ceil() as i64 + 1;
         for r in 0..=rings {
             for z in c[2] - r..=c[2] + r {
@@ -107,30 +112,32 @@ impl<'a> SurfaceIndex<'a> {
                             (z - c[2]).abs() == r || (y - c[1]).abs() == r || (x - c[0]).abs() == r;
                         if shell {
                             for &t in self.cell_triangles([x, y, z]) {
-                                best = best.min(point_triangle_distance(p, self.triangle(t)));
+                                let d = point_triangle_distance(p, self.triangle(t));
+                                if d < best.1 {
+                                    best = (t, d);
+                                }
                             }
                         }
                     }
                 }
             }
             // Every triangle within r cells of p's cell has been seen.
-            if best <= r as f64 * self.cell {
+            if best.1 <= r as f64 * self.cell {
                 break;
             }
         }
-        (best <= limit).then_some(best)
+        (best.1 <= limit).then_some(best)
     }
 
     /// Whether some triangle lies within `bound` of `p` (stops at the first one found).
     pub fn within(&self, p: [f32; 3], bound: f64) -> bool {
         let p = p.map(f64::from);
         let a: [i64; 3] =
-            std::array::from_fn(|i| ((p[i] - bound - self.lo[i]) / self.cell).floor() as i64);
+            std::array::from_fn(|i| ((p[i] - bound - self.lo[i]) / self.cell).ffloor());
         let b: [i64; 3] =
-            std::array::from_fn(|i| ((p[i] + bound - self.lo[i]) / self.cell).floor() as i64);
+            std::array::from_fn(|i| ((p[i] + bound - self.lo[i]) / self.cell).ffloor());
         // Nearest cells first: most points sit on or right next to the surface.
-        let own: [i64; 3] =
-            std::array::from_fn(|i| ((p[i] - self.lo[i]) / self.cell).floor() as i64);
+        let own: [i64; 3] = std::array::from_fn(|i| ((p[i] - self.lo[i]) / self.cell).ffloor());
         if self
             .cell_triangles(own)
             .iter()
@@ -212,6 +219,23 @@ pub fn point_triangle_distance(p: [f64; 3], [a, b, c]: [[f64; 3]; 3]) -> f64 {
     at(vb / denom, vc / denom)
 }
 
+/// `floor` without a libm call (the default x86-64 target has no rounding instruction).
+trait FastFloor {
+    fn ffloor(self) -> i64;
+}
+
+impl FastFloor for f64 {
+    #[inline]
+    fn ffloor(self) -> i64 {
+        let t = self as i64;
+        if (t as f64) > self {
+            t - 1
+        } else {
+            t
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +281,12 @@ mod tests {
                 })
                 .fold(f64::INFINITY, f64::min);
             assert_eq!(index.distance(p, 500.0), Some(brute), "{p:?}");
+            let (t, d) = index.nearest(p, 500.0).unwrap();
+            let tri = mesh.triangles[t as usize].map(|i| mesh.vertices[i as usize].map(f64::from));
+            assert_eq!(
+                (d, point_triangle_distance(p.map(f64::from), tri)),
+                (brute, brute)
+            );
             assert!(index.within(p, brute + 1e-9), "{p:?}");
             assert!(!index.within(p, brute * 0.99 - 1e-9), "{p:?}");
             assert_eq!(index.distance(p, brute * 0.99 - 1e-9), None);
