@@ -250,19 +250,15 @@ impl<'a> Near<'a> {
     }
 
     /// Locks what keeps each `far` vertex near the surface without going back to the full
-    /// mesh: the vertex itself while the fine pass kept it; otherwise, or when it was
-    /// locked already and still went (folded into a back-to-back sheet, say), the corners of
-    /// the nearest fine triangle and of the fine triangles around it. Returns whether some
+    /// mesh: the corners of the fine triangle nearest it and, when the fine pass kept the
+    /// vertex, the fine triangles around it (a vertex locked alone can still go, folded into
+    /// a back-to-back sheet, and a wider lock settles in fewer rounds). Returns whether some
     /// far vertex is that far from the fine result too.
     fn lock(&self, far: &[u32], locks: &mut [bool]) -> bool {
         let mut refine = false;
         let mut fans = FxHashSet::default();
         for &v in far {
             let i = v as usize;
-            if self.kept[i] && !locks[i] {
-                locks[i] = true;
-                continue;
-            }
             match self.index.nearest(self.vertices[i], f64::from(self.bound)) {
                 Some((t, _)) => {
                     for &c in &self.triangles[t as usize] {
