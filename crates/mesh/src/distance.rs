@@ -132,6 +132,7 @@ impl<'a> SurfaceIndex<'a> {
     /// Whether some triangle lies within `bound` of `p` (stops at the first one found).
     pub fn within(&self, p: [f32; 3], bound: f64) -> bool {
         let p = p.map(f64::from);
+        let bound2 = bound * bound;
         let a: [i64; 3] =
             std::array::from_fn(|i| ((p[i] - bound - self.lo[i]) / self.cell).ffloor());
         let b: [i64; 3] =
@@ -141,7 +142,7 @@ impl<'a> SurfaceIndex<'a> {
         if self
             .cell_triangles(own)
             .iter()
-            .any(|&t| point_triangle_distance(p, self.triangle(t)) <= bound)
+            .any(|&t| point_triangle_distance_squared(p, self.triangle(t)) <= bound2)
         {
             return true;
         }
@@ -149,10 +150,9 @@ impl<'a> SurfaceIndex<'a> {
             for y in a[1]..=b[1] {
                 for x in a[0]..=b[0] {
                     if [x, y, z] != own
-                        && self
-                            .cell_triangles([x, y, z])
-                            .iter()
-                            .any(|&t| point_triangle_distance(p, self.triangle(t)) <= bound)
+                        && self.cell_triangles([x, y, z]).iter().any(|&t| {
+                            point_triangle_distance_squared(p, self.triangle(t)) <= bound2
+                        })
                     {
                         return true;
                     }
@@ -173,7 +173,12 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 
 /// Distance from `p` to the closest point of triangle `abc`, found by which region of the
 /// triangle's Voronoi diagram (vertex, edge or face) holds `p`.
-pub fn point_triangle_distance(p: [f64; 3], [a, b, c]: [[f64; 3]; 3]) -> f64 {
+pub fn point_triangle_distance(p: [f64; 3], t: [[f64; 3]; 3]) -> f64 {
+    point_triangle_distance_squared(p, t).sqrt()
+}
+
+/// The square of [`point_triangle_distance`] (no square root: bounds are compared squared).
+fn point_triangle_distance_squared(p: [f64; 3], [a, b, c]: [[f64; 3]; 3]) -> f64 {
     let (ab, ac, ap) = (sub(b, a), sub(c, a), sub(p, a));
     let at = |u: f64, v: f64| -> f64 {
         let q = [
@@ -182,7 +187,7 @@ pub fn point_triangle_distance(p: [f64; 3], [a, b, c]: [[f64; 3]; 3]) -> f64 {
             a[2] + ab[2] * u + ac[2] * v,
         ];
         let d = sub(p, q);
-        dot(d, d).sqrt()
+        dot(d, d)
     };
     let (d1, d2) = (dot(ab, ap), dot(ac, ap));
     if d1 <= 0.0 && d2 <= 0.0 {
