@@ -173,9 +173,15 @@ fn nodes_setting(rows: &[(Vec<u8>, Vec<Mutation>)], qualifier: &[u8]) -> Vec<u64
         .collect()
 }
 
-/// Nodes whose parent pointer a plan rewrites.
+/// Nodes whose cached parent pointers or spans a plan makes stale: those it moves
+/// (`parent`), replaces (`new_parents`) or creates (`children`).
 fn moved_nodes(rows: &[(Vec<u8>, Vec<Mutation>)]) -> Vec<u64> {
-    nodes_setting(rows, schema::PARENT)
+    let mut out = nodes_setting(rows, schema::PARENT);
+    out.extend(nodes_setting(rows, schema::NEW_PARENTS));
+    out.extend(nodes_setting(rows, schema::CHILDREN));
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Layer-2 nodes a plan creates: the rows that get a children cell.
@@ -866,6 +872,7 @@ impl ChunkedGraph {
     fn clear_cache_parents(&self) {
         self.cache().forget_parents(&[]);
         self.cache().parents.clear();
+        self.cache().spans.clear();
     }
 
     async fn unlock(&self, root: u64, op: u64) -> Result<()> {

@@ -13,7 +13,7 @@ use cg_bigtable::{filter, mutation, ReadRows, Row};
 use cg_ids::{layer_of, parse_row_key, row_key, VoxelBox};
 use futures::StreamExt;
 
-use crate::cache::{ChildList, ParentHistory};
+use crate::cache::{ChildList, NodeSpan, ParentHistory};
 use crate::schema::{self, CrossEdge, StoredEdge};
 use crate::{ChunkedGraph, GraphError, Result};
 
@@ -640,6 +640,98 @@ impl ChunkedGraph {
         }
         out.sort_unstable();
         out.dedup();
+        Ok(out)
+    }
+
+    /// Whether each node (above layer 1) was part of the graph at `at`: created at or
+    /// before it and not replaced by an edit stamped at or before it. For a root-layer node
+    /// that is whether it was a root then, and then every supervoxel it was ever made of had
+    /// it as root (its leaves never change, and an edit moving any of them replaces it).
+    /// Unknown nodes were not. Spans are cached: as only writer, or for `at` older than the
+    /// edit horizon, a cached span answers without storage; otherwise it is read again.
+    pub async fn current_at(&self, ids: &[u64], at: Option<i64>) -> Result<Vec<bool>> {
+        self.check_ids(ids)?;
+        if let Some(&id) = ids.iter().find(|&&id| layer_of(id) < 2) {
+            return Err(GraphError::InvalidInput(format!(
+                "{id} is a supervoxel: spans are kept for layer 2 and above"
+            )));
+        }
+        let t = self.at(at);
+        let horizon = self.cache().horizon;
+        let mut known: HashMap<u64, bool> = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match self.cache().spans.get(&id) {
+                Some(s) if self.cache().sole_writer || s.settled_at(t, horizon) => {
+                    known.insert(id, s.current_at(t));
+                }
+                _ => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            for (id, s) in self.fetch_spans(&missing).await? {
+                known.insert(id, s.current_at(t));
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| known.get(id).copied().unwrap_or(false))
+            .collect())
+    }
+
+    /// Creation and first replacement times of `ids`, read now and cached.
+    async fn fetch_spans(&self, ids: &[u64]) -> Result<HashMap<u64, Arc<NodeSpan>>> {
+        let read_at = now();
+        let epoch = self.cache().epoch.load(std::sync::atomic::Ordering::SeqCst);
+        // Timestamps only: the children cell's is the creation, new_parents' the replacement.
+        let rows = self
+            .read_nodes(
+                ids,
+                filter::chain([
+                    filter::interleave([
+                        filter::chain([
+                            filter::column(schema::IMMUTABLE, schema::CHILDREN),
+                            filter::cells_per_column_limit(1),
+                        ]),
+                        filter::column(schema::VERSIONED, schema::NEW_PARENTS),
+                    ]),
+                    filter::strip_value(),
+                ]),
+            )
+            .await?;
+        let mut out: HashMap<u64, Arc<NodeSpan>> = HashMap::with_capacity(ids.len());
+        for row in rows {
+            let id = parse_row_key(&row.key)?;
+            let created = row
+                .cell(schema::IMMUTABLE, schema::CHILDREN)
+                .map(|c| c.timestamp_micros);
+            // Replaced once; more versions come from an undone edit being redone.
+            let replaced = row
+                .column(schema::VERSIONED, schema::NEW_PARENTS)
+                .and_then(|c| c.cells.iter().map(|c| c.timestamp_micros).min());
+            out.insert(
+                id,
+                Arc::new(NodeSpan {
+                    read_at,
+                    created,
+                    replaced,
+                }),
+            );
+        }
+        for &id in ids {
+            out.entry(id).or_insert_with(|| {
+                Arc::new(NodeSpan {
+                    read_at,
+                    created: None,
+                    replaced: None,
+                })
+            });
+        }
+        // An edit finished during the read may have evicted what we hold: don't cache it.
+        let unchanged = self.cache().epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch;
+        for (&id, s) in out.iter().filter(|_| unchanged) {
+            self.cache().spans.insert(id, s.clone());
+        }
         Ok(out)
     }
 

@@ -122,6 +122,28 @@ async fn random_edit(
     }
 }
 
+/// Among `seen` (every root there ever was), `current_at` finds exactly the roots of the
+/// supervoxels at `at`: what synapse root hints rely on.
+async fn check_current(g: &ChunkedGraph, ids: &[u64], seen: &HashSet<u64>, at: Option<i64>) {
+    let then: HashSet<u64> = g
+        .roots(
+            ids,
+            &RootQuery {
+                at,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("roots")
+        .into_iter()
+        .collect();
+    let seen: Vec<u64> = seen.iter().copied().collect();
+    let current = g.current_at(&seen, at).await.expect("current_at");
+    for (r, c) in seen.iter().zip(current) {
+        assert_eq!(c, then.contains(r), "root {r} at {at:?}");
+    }
+}
+
 /// `sole_writer`: the graph is opened as the only writer of its table, so cached parent
 /// pointers are trusted and only this process's edits evict them.
 async fn run(seed: u64, steps: usize, sole_writer: bool) {
@@ -154,6 +176,21 @@ async fn run(seed: u64, steps: usize, sole_writer: bool) {
     // (timestamp of the edit, active edges after it)
     let mut history: Vec<(i64, HashSet<[u64; 2]>)> = Vec::new();
     let initial = model.active.clone();
+    let mut seen: HashSet<u64> = g
+        .roots(&f.ids, &RootQuery::default())
+        .await
+        .expect("roots")
+        .into_iter()
+        .collect();
+    check_current(g, &f.ids, &seen, None).await;
+    let ingested = g.meta().ingest_timestamp_micros;
+    let all: Vec<u64> = seen.iter().copied().collect();
+    let before_ingest = g.current_at(&all, Some(ingested - 1)).await;
+    assert!(before_ingest.expect("current_at").iter().all(|c| !c));
+    assert!(
+        g.current_at(&f.ids[..1], None).await.is_err(),
+        "a supervoxel"
+    );
     let mut ops: Vec<u64> = Vec::new();
     let (mut applied, mut refused) = (0, 0);
     for step in 0..steps {
@@ -163,6 +200,9 @@ async fn run(seed: u64, steps: usize, sole_writer: bool) {
                 applied += 1;
                 model.apply(&r);
                 model.check(g, &f.ids).await;
+                // Spans cached before this edit must not survive it.
+                seen.extend(r.old_roots.iter().chain(&r.new_roots));
+                check_current(g, &f.ids, &seen, None).await;
                 let e: EditEvent = events.try_recv().expect("an event per edit");
                 assert_eq!(
                     (e.operation_id, &e.old_roots, &e.new_roots, &e.new_l2_ids),
@@ -220,11 +260,13 @@ async fn run(seed: u64, steps: usize, sole_writer: bool) {
             active: before.clone(),
         };
         then.check_at(g, &f.ids, Some(ts - 1)).await;
+        check_current(g, &f.ids, &seen, Some(ts - 1)).await;
         let now = Model {
             index: model.index.clone(),
             active: after.clone(),
         };
         now.check_at(g, &f.ids, Some(*ts)).await;
+        check_current(g, &f.ids, &seen, Some(*ts)).await;
         before = after.clone();
     }
 }

@@ -13,9 +13,10 @@
 //!   ranked by synapse count ([`query`]).
 //! - [`schema`] is the Bigtable layout.
 //!
-//! Supervoxels never change and roots do, so nothing here stores a root: a root's synapses
-//! are read from the rows of its supervoxels (its leaves, which are fixed when the root is
-//! made), and the partner side is mapped to roots at query time.
+//! Supervoxels never change and roots do, so synapses are keyed by supervoxel: a root's
+//! synapses are read from the rows of its supervoxels (its leaves, which are fixed when the
+//! root is made), and the partner side is mapped to roots at query time. Each record keeps
+//! its partner's root at write time only as a hint, used when it is still a root then.
 
 pub mod cleft;
 pub mod csv;

@@ -4,8 +4,9 @@
 //! A root's supervoxels are its leaves, fixed when the root was made; its synapses are the
 //! records on those supervoxels' rows. The root must be a root at T (else the caller is told
 //! which root its supervoxels had then). The far side of each synapse is mapped to its root
-//! at T through the graph (batched, cached root lookups). The connectivity matrix needs no
-//! lookups at all: a synapse counts for (A, B) when its far supervoxel is a leaf of B.
+//! at T by its root hint where that is still a root at T, else through the graph (batched,
+//! cached root lookups). The connectivity matrix needs no lookups at all: a synapse counts
+//! for (A, B) when its far supervoxel is a leaf of B.
 
 use std::collections::{HashMap, HashSet};
 
@@ -150,6 +151,52 @@ impl SynapseStore {
         Ok(())
     }
 
+    /// The roots at `t` of the partner supervoxels in `far` ((supervoxel, root hint) pairs,
+    /// sorted), and how many needed the walk up the graph. A hint that is a root at `t` is
+    /// the answer (see [`schema`]); the rest are looked up.
+    async fn far_roots(&self, far: &[(u64, u64)], t: i64) -> Result<(HashMap<u64, u64>, usize)> {
+        let g = self.graph();
+        let top = g.geometry().n_layers;
+        let mut hints: Vec<u64> = far
+            .iter()
+            .map(|&(_, h)| h)
+            .filter(|&h| h != 0 && cg_ids::layer_of(h) == top && g.geometry().check(h).is_ok())
+            .collect();
+        hints.sort_unstable();
+        hints.dedup();
+        let current = g.current_at(&hints, Some(t)).await?;
+        let good: HashSet<u64> = hints
+            .into_iter()
+            .zip(current)
+            .filter_map(|(h, c)| c.then_some(h))
+            .collect();
+        let mut root_of: HashMap<u64, u64> = HashMap::with_capacity(far.len());
+        for &(sv, h) in far {
+            if good.contains(&h) {
+                root_of.insert(sv, h);
+            }
+        }
+        let mut rest: Vec<u64> = far
+            .iter()
+            .map(|&(sv, _)| sv)
+            .filter(|sv| !root_of.contains_key(sv))
+            .collect();
+        rest.dedup();
+        let roots = g
+            .roots(
+                &rest,
+                &RootQuery {
+                    at: Some(t),
+                    fail_to_zero: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let walked = rest.len();
+        root_of.extend(rest.into_iter().zip(roots));
+        Ok((root_of, walked))
+    }
+
     /// The synapses of `root` at `at` in direction `dir`, sorted by synapse ID. With
     /// [`Direction::Both`], a synapse with both points in the root appears once.
     pub async fn root_synapses(
@@ -164,46 +211,36 @@ impl SynapseStore {
         let leaves_done = started.elapsed();
         let own: HashSet<u64> = leaves[0].iter().copied().collect();
         let mut found: Vec<(u64, u8, Record)> = Vec::new();
+        // (partner supervoxel, root hint) of the far sides.
+        let mut far: Vec<(u64, u64)> = Vec::new();
         // The root check and the reads of its rows do not depend on each other.
-        let read = self.for_each_record(&leaves[0], dir.sides(), |sv, side, r| {
+        let read = self.for_each_record(&leaves[0], dir.sides(), true, |sv, side, r, hint| {
             // An autapse is on both rows: keep its presynaptic copy.
             if dir == Direction::Both && side == schema::POST && own.contains(&r.partner) {
                 return;
+            }
+            if !own.contains(&r.partner) {
+                far.push((r.partner, hint));
             }
             found.push((sv, side, r));
         });
         let one = [root];
         futures::try_join!(self.check_roots(&one, &leaves, t), read)?;
         let rows_done = started.elapsed();
-        let mut far: Vec<u64> = found
-            .iter()
-            .map(|(_, _, r)| r.partner)
-            .filter(|p| !own.contains(p))
-            .collect();
         far.sort_unstable();
         far.dedup();
-        let far_roots = self
-            .graph()
-            .roots(
-                &far,
-                &RootQuery {
-                    at: Some(t),
-                    fail_to_zero: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let (root_of, walked) = self.far_roots(&far, t).await?;
         tracing::debug!(
             root,
             supervoxels = leaves[0].len(),
             synapses = found.len(),
-            partner_supervoxels = far.len(),
+            partner_supervoxels = root_of.len(),
+            walked,
             "leaves {:?}, rows {:?}, partner roots {:?}",
             leaves_done,
             rows_done - leaves_done,
             started.elapsed() - rows_done
         );
-        let root_of: HashMap<u64, u64> = far.into_iter().zip(far_roots).collect();
         let resolve = |sv: u64| {
             if own.contains(&sv) {
                 root
@@ -260,7 +297,7 @@ impl SynapseStore {
         let mut counts = vec![vec![0u64; n]; n];
         let mut sizes = vec![vec![0u64; n]; n];
         let all: Vec<u64> = index.keys().copied().collect();
-        self.for_each_record(&all, &[schema::PRE], |sv, _, r| {
+        self.for_each_record(&all, &[schema::PRE], false, |sv, _, r, _| {
             if let (Some(&i), Some(&j)) = (index.get(&sv), index.get(&r.partner)) {
                 counts[i as usize][j as usize] += 1;
                 sizes[i as usize][j as usize] += u64::from(r.size);

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `s` + supervoxel ID (20 digits) | `o` + first synapse ID (u64 BE): synapses whose presynaptic point lies in this supervoxel | packed [`Record`]s |
 //! | | `i` + first synapse ID: synapses whose postsynaptic point lies in it | packed records |
+//! | | either of those + `r` | root hints: the partner supervoxel's root when the records were written (u64 LE, one per record) |
 //!
 //! Each record is stored twice, on the rows of both its supervoxels, so one read of a
 //! root's supervoxel rows gives every synapse of the root with both points and the partner
@@ -14,6 +15,11 @@
 //! in cells of at most [`RECORDS_PER_CELL`] records, named by the group's first ID: writing
 //! the same synapses again rewrites the same cells (the family keeps one version), and
 //! writing other synapses adds cells next to them.
+//!
+//! Root hints spare most root lookups: a hinted root that is still a root at the query's
+//! time T is the partner's root at T (see `ChunkedGraph::current_at`); a stale hint (an edit
+//! replaced that root, or T is before it was made) falls back to the walk up the graph. A
+//! records cell without a hints cell of the same length has no hints.
 
 use crate::{Result, SynapseError};
 
@@ -27,6 +33,8 @@ pub const POST: u8 = b'i';
 /// Records per cell (48 bytes each: cells stay under 200 KiB).
 pub const RECORDS_PER_CELL: usize = 4096;
 pub const RECORD_BYTES: usize = 48;
+/// Qualifier suffix of a records cell's root hints.
+pub const HINTS: u8 = b'r';
 
 pub fn row_key(sv: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + cg_ids::ROW_KEY_LEN);
@@ -51,6 +59,36 @@ pub fn qualifier(side: u8, first_id: u64) -> Vec<u8> {
     q.push(side);
     q.extend_from_slice(&first_id.to_be_bytes());
     q
+}
+
+/// The qualifier of the root hints of the records cell `qualifier(side, first_id)`.
+pub fn hints_qualifier(side: u8, first_id: u64) -> Vec<u8> {
+    let mut q = qualifier(side, first_id);
+    q.push(HINTS);
+    q
+}
+
+/// What a column in the family holds: records or root hints on `side`, named by the
+/// records cell's qualifier; `None` for a qualifier of neither shape.
+pub fn parse_qualifier(q: &[u8]) -> Option<(u8, bool)> {
+    match q {
+        [side, _, _, _, _, _, _, _, _] => Some((*side, false)),
+        [side, _, _, _, _, _, _, _, _, HINTS] => Some((*side, true)),
+        _ => None,
+    }
+}
+
+pub fn encode_hints(roots: &[u64]) -> Vec<u8> {
+    roots.iter().flat_map(|r| r.to_le_bytes()).collect()
+}
+
+/// The hints of a records cell of `records` records; empty if they do not match it (a
+/// records cell rewritten without hints keeps none).
+pub fn decode_hints(bytes: &[u8], records: usize) -> Vec<u64> {
+    if bytes.len() != records * 8 {
+        return Vec::new();
+    }
+    bytes.chunks_exact(8).map(|c| u64_at(c, 0)).collect()
 }
 
 /// One synapse as stored on one of its supervoxels' rows; the row says which supervoxel
@@ -143,5 +181,23 @@ mod tests {
         assert!(parse_row_key(b"o00000000000000000001").is_err());
         // Big-endian qualifiers sort like the IDs.
         assert!(qualifier(PRE, 255) < qualifier(PRE, 256));
+    }
+
+    #[test]
+    fn hints_round_trip_and_name_their_records_cell() {
+        let hints = [7u64, 0, u64::MAX];
+        assert_eq!(decode_hints(&encode_hints(&hints), 3), hints);
+        // A hints cell that does not match its records cell gives none.
+        assert!(decode_hints(&encode_hints(&hints), 2).is_empty());
+        assert_eq!(parse_qualifier(&qualifier(POST, 9)), Some((POST, false)));
+        assert_eq!(
+            parse_qualifier(&hints_qualifier(POST, 9)),
+            Some((POST, true))
+        );
+        assert_eq!(parse_qualifier(b"o12"), None);
+        // The hints sort right after their records, inside the side's column range.
+        assert!(hints_qualifier(PRE, 5) > qualifier(PRE, 5));
+        assert!(hints_qualifier(PRE, 5) < qualifier(PRE, 6));
+        assert!(hints_qualifier(PRE, u64::MAX) < vec![PRE + 1]);
     }
 }

@@ -1,9 +1,10 @@
 //! Writing synapses, and reading the rows of supervoxels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use cg_bigtable::{filter, mutation, FamilyChange, ReadRows};
+use cg_graph::query::RootQuery;
 use cg_graph::ChunkedGraph;
 use futures::{StreamExt, TryStreamExt};
 
@@ -59,9 +60,10 @@ impl SynapseStore {
         }
     }
 
-    /// Stores synapses on the rows of their supervoxels (see [`schema`]). Synapses with a
-    /// supervoxel 0 (a point outside every supervoxel) are refused: drop them first.
-    /// Idempotent: writing the same batch again rewrites the same cells.
+    /// Stores synapses on the rows of their supervoxels (see [`schema`]), each with its
+    /// partner's root now as a hint for queries. Synapses with a supervoxel 0 (a point
+    /// outside every supervoxel) are refused: drop them first. Idempotent: writing the same
+    /// batch again rewrites the same cells (with the hints of then).
     pub async fn write(&self, synapses: &[MappedSynapse]) -> Result<WriteReport> {
         let g = self.graph.geometry();
         for s in synapses {
@@ -77,8 +79,27 @@ impl SynapseStore {
                 }
             }
         }
-        // (supervoxel, side) -> records sorted by ID.
-        let mut groups: BTreeMap<(u64, u8), Vec<Record>> = BTreeMap::new();
+        // Each record carries its partner's root now as a hint for queries (see `schema`).
+        let mut svs: Vec<u64> = synapses
+            .iter()
+            .flat_map(|s| [s.pre_sv, s.post_sv])
+            .collect();
+        svs.sort_unstable();
+        svs.dedup();
+        let roots = self
+            .graph
+            .roots(
+                &svs,
+                &RootQuery {
+                    fail_to_zero: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let root_of: HashMap<u64, u64> = svs.into_iter().zip(roots).collect();
+        let hint = |sv: u64| root_of.get(&sv).copied().unwrap_or(0);
+        // (supervoxel, side) -> (record, partner's root) sorted by ID.
+        let mut groups: BTreeMap<(u64, u8), Vec<(Record, u64)>> = BTreeMap::new();
         for s in synapses {
             let mut r = Record {
                 id: s.id,
@@ -88,9 +109,15 @@ impl SynapseStore {
                 size: s.size,
                 score: s.score,
             };
-            groups.entry((s.pre_sv, schema::PRE)).or_default().push(r);
+            groups
+                .entry((s.pre_sv, schema::PRE))
+                .or_default()
+                .push((r, hint(s.post_sv)));
             r.partner = s.pre_sv;
-            groups.entry((s.post_sv, schema::POST)).or_default().push(r);
+            groups
+                .entry((s.post_sv, schema::POST))
+                .or_default()
+                .push((r, hint(s.pre_sv)));
         }
         let ts = self.graph.meta().ingest_timestamp_micros;
         let mut rows: Vec<(Vec<u8>, Vec<cg_bigtable::proto::v2::Mutation>)> = Vec::new();
@@ -100,14 +127,24 @@ impl SynapseStore {
         };
         let mut last_sv = None;
         for ((sv, side), mut recs) in groups {
-            recs.sort_unstable_by_key(|r| r.id);
-            let cells = recs.chunks(schema::RECORDS_PER_CELL).map(|c| {
-                mutation::set_cell(
-                    schema::FAMILY,
-                    schema::qualifier(side, c[0].id),
-                    ts,
-                    schema::encode_records(c),
-                )
+            recs.sort_unstable_by_key(|r| r.0.id);
+            let cells = recs.chunks(schema::RECORDS_PER_CELL).flat_map(|c| {
+                let (records, hints): (Vec<Record>, Vec<u64>) = c.iter().copied().unzip();
+                let first = records[0].id;
+                [
+                    mutation::set_cell(
+                        schema::FAMILY,
+                        schema::qualifier(side, first),
+                        ts,
+                        schema::encode_records(&records),
+                    ),
+                    mutation::set_cell(
+                        schema::FAMILY,
+                        schema::hints_qualifier(side, first),
+                        ts,
+                        schema::encode_hints(&hints),
+                    ),
+                ]
             });
             if last_sv != Some(sv) {
                 rows.push((schema::row_key(sv), Vec::new()));
@@ -138,13 +175,15 @@ impl SynapseStore {
     }
 
     /// The records on the rows of `svs` for `sides` (`PRE`, `POST` or both), calling `f`
-    /// with each row's supervoxel, side and record. Rows are read in parallel batches; `f`
-    /// sees them in no particular order.
+    /// with each row's supervoxel, side, record and the record's root hint (0: none, and
+    /// always without `hints`). Rows are read in parallel batches; `f` sees them in no
+    /// particular order.
     pub(crate) async fn for_each_record(
         &self,
         svs: &[u64],
         sides: &[u8],
-        mut f: impl FnMut(u64, u8, Record),
+        hints: bool,
+        mut f: impl FnMut(u64, u8, Record, u64),
     ) -> Result<()> {
         let mut keys: Vec<u64> = svs.to_vec();
         keys.sort_unstable();
@@ -156,10 +195,14 @@ impl SynapseStore {
                 Bound::Excluded(vec![s + 1]),
             )
         };
-        let f_sides = match sides {
+        let mut f_sides = match sides {
             [one] => side_filter(*one),
             _ => filter::family(schema::FAMILY),
         };
+        if !hints {
+            // Records qualifiers only (side + 8 bytes): their hints would be read for nothing.
+            f_sides = filter::chain([f_sides, filter::qualifier_regex(&b"(?s).{9}"[..])]);
+        }
         let batches: Vec<Vec<u64>> = keys.chunks(KEYS_PER_READ).map(<[u64]>::to_vec).collect();
         let mut reads = futures::stream::iter(batches)
             .map(|batch| {
@@ -175,15 +218,34 @@ impl SynapseStore {
             for row in rows? {
                 let sv = schema::parse_row_key(&row.key)?;
                 for fam in &row.families {
+                    // Hints cells by the qualifier of their records cell.
+                    let hint_cells: HashMap<&[u8], &[u8]> = fam
+                        .columns
+                        .iter()
+                        .filter(|c| schema::parse_qualifier(&c.qualifier).is_some_and(|q| q.1))
+                        .filter_map(|c| {
+                            let q = &c.qualifier[..c.qualifier.len() - 1];
+                            Some((q, c.cells.first()?.value.as_slice()))
+                        })
+                        .collect();
                     for col in &fam.columns {
-                        let Some(&side) = col.qualifier.first() else {
+                        let Some((side, false)) = schema::parse_qualifier(&col.qualifier) else {
                             continue;
                         };
                         if !sides.contains(&side) {
                             continue;
                         }
                         if let Some(cell) = col.cells.first() {
-                            schema::for_each_record(&cell.value, |r| f(sv, side, r))?;
+                            let n = cell.value.len() / schema::RECORD_BYTES;
+                            let h = hint_cells
+                                .get(col.qualifier.as_slice())
+                                .map(|b| schema::decode_hints(b, n))
+                                .unwrap_or_default();
+                            let mut i = 0;
+                            schema::for_each_record(&cell.value, |r| {
+                                f(sv, side, r, h.get(i).copied().unwrap_or(0));
+                                i += 1;
+                            })?;
                         }
                     }
                 }

@@ -10,6 +10,7 @@ use cg_graph::query::RootQuery;
 use cg_graph::schema::{self, Meta};
 use cg_graph::synthetic::{generate, Params};
 use cg_graph::ChunkedGraph;
+use cg_synapse::schema::{self as syn, Record};
 use cg_synapse::{Direction, MappedSynapse, SynapseStore};
 use rand::{Rng, SeedableRng};
 
@@ -89,6 +90,44 @@ async fn setup() -> Setup {
     s.write(second).await.expect("write");
     // Idempotent: the same batch again changes nothing.
     s.write(first).await.expect("rewrite");
+    // A synapse stored as before root hints existed: records cells only.
+    let old = MappedSynapse {
+        id: 1,
+        pre_sv: ids[1],
+        post_sv: ids[n - 2],
+        pre: [1, 2, 3],
+        post: [4, 5, 6],
+        size: 77,
+        score: 0.5,
+    };
+    let record = |partner: u64| Record {
+        id: old.id,
+        partner,
+        pre: old.pre,
+        post: old.post,
+        size: old.size,
+        score: old.score,
+    };
+    for (sv, side, partner) in [
+        (old.pre_sv, syn::PRE, old.post_sv),
+        (old.post_sv, syn::POST, old.pre_sv),
+    ] {
+        s.graph()
+            .client()
+            .mutate_row(
+                s.graph().table(),
+                syn::row_key(sv),
+                vec![mutation::set_cell(
+                    syn::FAMILY,
+                    syn::qualifier(side, old.id),
+                    s.graph().meta().ingest_timestamp_micros,
+                    syn::encode_records(&[record(partner)]),
+                )],
+            )
+            .await
+            .expect("write without hints");
+    }
+    synapses.push(old);
     Setup {
         store: s,
         ids,
@@ -212,7 +251,7 @@ async fn busiest(s: &Setup, t: i64, k: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_match_the_brute_force_and_follow_edits() {
-    let s = setup().await;
+    let mut s = setup().await;
     let g = s.store.graph().clone();
     let t0 = mutation::now_micros();
     let roots = busiest(&s, t0, 8).await;
@@ -293,6 +332,35 @@ async fn queries_match_the_brute_force_and_follow_edits() {
     );
     // The old timestamp still gives the old answer.
     assert_eq!(answer(&s, a, t0, Direction::Both).await, before_a);
+    // Synapses written after the merge carry the merged root as their partners' hint: before the merge
+    // (t0) and after its undo (t2) it is no root, and the walk up the graph must answer.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    let under_new: Vec<usize> = g
+        .roots(&s.ids, &RootQuery::default())
+        .await
+        .expect("roots")
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &r)| (r == new).then_some(k))
+        .collect();
+    let extra: Vec<MappedSynapse> = (0..300u64)
+        .map(|k| {
+            let a = under_new[rng.random_range(0..under_new.len())];
+            let b = rng.random_range(0..s.ids.len());
+            let (pre, post) = if k % 2 == 0 { (a, b) } else { (b, a) };
+            MappedSynapse {
+                id: 100_000 + k,
+                pre_sv: s.ids[pre],
+                post_sv: s.ids[post],
+                pre: [0, 0, 0],
+                post: [1, 1, 1],
+                size: 3,
+                score: 0.1,
+            }
+        })
+        .collect();
+    s.store.write(&extra).await.expect("write after the merge");
+    s.synapses.extend(extra);
     check(&s, &roots, t0).await;
 
     // A split (the merge undone) shows at once too.

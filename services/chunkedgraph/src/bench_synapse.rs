@@ -45,6 +45,11 @@ pub struct SynapseBench {
     /// `ours` (our emulator as a separate process, over loopback gRPC).
     #[arg(long, default_value = "embedded")]
     backend: String,
+    /// Keep the embedded store in DIR, and on a later run with the same DIR (and the same
+    /// `--supervoxels`, `--synapses`, `--batch` and `--seed`) reuse the graph and synapses
+    /// it holds instead of writing them again: for iterating on the queries.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 const TABLE: &str = "bench_synapses";
@@ -79,7 +84,13 @@ pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load()
     );
-    let (client, _keep) = connect(&args.backend).await?;
+    let (client, _keep) = connect(&args.backend, args.data_dir.as_deref()).await?;
+    let reuse = client
+        .admin()
+        .list_tables()
+        .await?
+        .iter()
+        .any(|t| t == TABLE);
     let t = Instant::now();
     let synth = generate(&Params::with_supervoxels(args.seed, args.supervoxels));
     let geometry = synth.geometry()?;
@@ -92,15 +103,21 @@ pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
         data_dir: None,
         description: "synapse bench".into(),
     };
-    let graph = ChunkedGraph::create(client.clone(), TABLE, meta).await?;
-    let bar = progress(1, "graph ingest");
-    ingest(&graph, source, &IngestOptions::default(), &|p| {
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-    })
-    .await
-    .context("ingesting the synthetic graph")?;
-    bar.finish_and_clear();
+    let graph = if reuse {
+        println!("reusing the graph and synapses in --data-dir");
+        ChunkedGraph::open(client.clone(), TABLE).await?
+    } else {
+        let graph = ChunkedGraph::create(client.clone(), TABLE, meta).await?;
+        let bar = progress(1, "graph ingest");
+        ingest(&graph, source, &IngestOptions::default(), &|p| {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        })
+        .await
+        .context("ingesting the synthetic graph")?;
+        bar.finish_and_clear();
+        graph
+    };
     println!(
         "graph: {} supervoxels, {} layers, ingested in {:.1} s",
         ids.len(),
@@ -142,15 +159,18 @@ pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
             }
             *pair.entry((roots[a], roots[b])).or_default() += 1;
         }
-        store.write(&batch).await?;
+        if !reuse {
+            store.write(&batch).await?;
+        }
         next_id += n;
         bar.set_position(next_id - 1);
     }
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "synapses: {} written in {secs:.1} s ({:.0}/s), {} roots",
+        "synapses: {} {} in {secs:.1} s ({:.0}/s), {} roots",
         args.synapses,
+        if reuse { "counted (reused)" } else { "written" },
         args.synapses as f64 / secs,
         count.len()
     );
@@ -265,12 +285,16 @@ pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
 }
 
 /// The backend's client, and whatever must live as long as it.
-async fn connect(backend: &str) -> anyhow::Result<(cg_bigtable::Client, Box<dyn std::any::Any>)> {
+async fn connect(
+    backend: &str,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(cg_bigtable::Client, Box<dyn std::any::Any>)> {
     use cg_bigtable::{Config, Target};
     match backend {
         "embedded" => {
             let dir = tempfile::tempdir()?;
-            let store = cg_emulator::open(dir.path(), cg_emulator::StoreOptions::default())
+            let path = data_dir.unwrap_or(dir.path());
+            let store = cg_emulator::open(path, cg_emulator::StoreOptions::default())
                 .context("opening the embedded store")?;
             let client = Config::new(Target::Channel(
                 cg_emulator::in_process_channel(store),
@@ -281,6 +305,7 @@ async fn connect(backend: &str) -> anyhow::Result<(cg_bigtable::Client, Box<dyn 
             .await?;
             Ok((client, Box::new(dir)))
         }
+        "ours" if data_dir.is_some() => anyhow::bail!("--data-dir needs --backend embedded"),
         "ours" => {
             let server = crate::bench::start_ours()?;
             let client = Config::new(Target::Emulator(server.addr.to_string()))
