@@ -138,6 +138,8 @@ pub struct WatershedConfig {
 const DEFAULT_CHUNK: [u32; 3] = [64, 64, 64];
 const DEFAULT_THRESHOLD: f64 = 0.5;
 const DEFAULT_GHOST: usize = 4;
+/// Small work-directory files read at once (segment lists of every chunk).
+const READ_CONCURRENCY: usize = 64;
 
 /// Everything a task needs, resolved from flags and config the same way in every process.
 struct Run {
@@ -384,15 +386,29 @@ impl Run {
         Ok(())
     }
 
+    /// Every chunk with its number of segments, in grid order. One small file per chunk:
+    /// read many at once, which matters on a cloud bucket.
+    async fn segment_counts(&self) -> anyhow::Result<Vec<(Chunk, usize)>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(self.grid.chunks())
+            .map(|c| async move {
+                let n = segment::read_segments(&self.work, c).await?.len();
+                anyhow::Ok((c, n))
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
     /// Chunks whose segment lists are not empty.
     async fn occupied_chunks(&self) -> anyhow::Result<Vec<Chunk>> {
-        let mut out = Vec::new();
-        for c in self.grid.chunks() {
-            if !segment::read_segments(&self.work, c).await?.is_empty() {
-                out.push(c);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .segment_counts()
+            .await?
+            .into_iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(c, _)| c)
+            .collect())
     }
 
     /// Runs one shard of a step; `bar` follows its tasks.
@@ -648,13 +664,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     run.work.mark_done(&built).await?;
     let graph = run.graph().await?;
     crate::meshing::pipeline_stage(&graph).await?;
-    let supervoxels: usize = {
-        let mut n = 0;
-        for c in run.grid.chunks() {
-            n += segment::read_segments(&run.work, c).await?.len();
-        }
-        n
-    };
+    let supervoxels: usize = run.segment_counts().await?.iter().map(|&(_, n)| n).sum();
     println!(
         "pipeline done in {:.1} s: table {} ({supervoxels} supervoxels, {} layers); serve it \
          with: chunkedgraph serve --data-dir {}",
