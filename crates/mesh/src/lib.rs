@@ -10,8 +10,9 @@
 //! 2. [`simplify`] reduces each mesh (meshoptimizer) to a target ratio under a maximum error
 //!    in nm, never moving a vertex on the block's faces. meshoptimizer's own error is an
 //!    area-weighted quadric estimate that lets thin protrusions retract far beyond it, so by
-//!    default ([`SimplifyParams::distance_bound`]) vertices left too far are kept in another
-//!    round; [`distance::SurfaceIndex`] measures the real vertex-to-surface distances.
+//!    default ([`SimplifyParams::distance_bound`]) a fine pass runs once over the full mesh
+//!    and coarse passes over its result keep, round by round, what they left too far;
+//!    [`distance::SurfaceIndex`] measures the real vertex-to-surface distances.
 //!    For graph chunks, [`partition_by_owner`] cuts a block's meshes into fragments by which
 //!    voxel owns each cell, so overlapping blocks agree on every triangle.
 //! 3. [`draco::encode`] writes a Draco fragment quantized on a grid shared by all chunks
