@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 mod common;
-use common::{client, fixture, params, Dsu, Fixture, Model};
+use common::{client, fixture, params, roots_at, Dsu, Fixture, Model};
 
 fn point(f: &Fixture, i: usize) -> Point {
     let p = f.synth.supervoxels[i].position;
@@ -125,18 +125,7 @@ async fn random_edit(
 /// Among `seen` (every root there ever was), `current_at` finds exactly the roots of the
 /// supervoxels at `at`: what synapse root hints rely on.
 async fn check_current(g: &ChunkedGraph, ids: &[u64], seen: &HashSet<u64>, at: Option<i64>) {
-    let then: HashSet<u64> = g
-        .roots(
-            ids,
-            &RootQuery {
-                at,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("roots")
-        .into_iter()
-        .collect();
+    let then: HashSet<u64> = roots_at(g, ids, at).await.into_iter().collect();
     let seen: Vec<u64> = seen.iter().copied().collect();
     let current = g.current_at(&seen, at).await.expect("current_at");
     for (r, c) in seen.iter().zip(current) {

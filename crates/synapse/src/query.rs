@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cg_graph::query::RootQuery;
+use cg_graph::ChunkedGraph;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::schema::{self, Record};
@@ -95,6 +96,19 @@ impl Partner {
     }
 }
 
+/// The roots of supervoxels at `t`; 0 for an ID that is not one.
+async fn roots_at(g: &ChunkedGraph, ids: &[u64], t: i64) -> Result<Vec<u64>> {
+    Ok(g.roots(
+        ids,
+        &RootQuery {
+            at: Some(t),
+            fail_to_zero: true,
+            ..Default::default()
+        },
+    )
+    .await?)
+}
+
 fn now() -> i64 {
     cg_bigtable::mutation::now_micros()
 }
@@ -126,16 +140,7 @@ impl SynapseStore {
             .iter()
             .map(|l| l.first().copied().unwrap_or(0))
             .collect();
-        let found = g
-            .roots(
-                &probes,
-                &RootQuery {
-                    at: Some(t),
-                    fail_to_zero: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let found = roots_at(g, &probes, t).await?;
         for ((&r, &probe), &root_then) in roots.iter().zip(&probes).zip(&found) {
             if root_then != r {
                 let then = if probe == 0 || root_then == 0 {
@@ -182,16 +187,7 @@ impl SynapseStore {
             .filter(|sv| !root_of.contains_key(sv))
             .collect();
         rest.dedup();
-        let roots = g
-            .roots(
-                &rest,
-                &RootQuery {
-                    at: Some(t),
-                    fail_to_zero: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let roots = roots_at(g, &rest, t).await?;
         let walked = rest.len();
         root_of.extend(rest.into_iter().zip(roots));
         Ok((root_of, walked))

@@ -79,6 +79,19 @@ fn load() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Times the synapses of `root` (both directions, now) and checks their count.
+async fn timed_root_synapses(s: &SynapseStore, root: u64, want: u64) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let syn = s.root_synapses(root, None, Direction::Both).await?;
+    let took = t.elapsed();
+    anyhow::ensure!(
+        syn.len() as u64 == want,
+        "root {root}: {} synapses, generated {want}",
+        syn.len()
+    );
+    Ok(took)
+}
+
 pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
     println!(
         "{} cores, load average {} at the start",
@@ -207,14 +220,7 @@ pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
     let mut times = [Vec::new(), Vec::new()];
     for pass in times.iter_mut() {
         for &(root, want) in &picked {
-            let t = Instant::now();
-            let syn = s.root_synapses(root, None, Direction::Both).await?;
-            pass.push(t.elapsed());
-            anyhow::ensure!(
-                syn.len() as u64 == want,
-                "root {root}: {} synapses, generated {want}",
-                syn.len()
-            );
+            pass.push(timed_root_synapses(&s, root, want).await?);
         }
     }
     println!("load average {}", load());
@@ -226,14 +232,7 @@ pub async fn run(args: SynapseBench) -> anyhow::Result<()> {
     let mut alone = Vec::new();
     for &(root, want) in &picked {
         let s = SynapseStore::new(fresh().await?);
-        let t = Instant::now();
-        let syn = s.root_synapses(root, None, Direction::Both).await?;
-        alone.push(t.elapsed());
-        anyhow::ensure!(
-            syn.len() as u64 == want,
-            "root {root}: {} synapses",
-            syn.len()
-        );
+        alone.push(timed_root_synapses(&s, root, want).await?);
     }
     let p50_alone = stats("synapses of a root, each on a fresh handle", alone);
     let mut pt = Vec::new();

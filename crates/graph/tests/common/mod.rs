@@ -25,6 +25,19 @@ pub async fn client(dir: &std::path::Path) -> Client {
     .expect("connect")
 }
 
+/// The roots of `ids` at `at` (now for `None`).
+pub async fn roots_at(g: &ChunkedGraph, ids: &[u64], at: Option<i64>) -> Vec<u64> {
+    g.roots(
+        ids,
+        &RootQuery {
+            at,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("roots")
+}
+
 pub struct Fixture {
     pub graph: ChunkedGraph,
     pub synth: SyntheticGraph,
@@ -137,16 +150,7 @@ impl Model {
         for e in &self.active {
             d.union(self.index[&e[0]], self.index[&e[1]]);
         }
-        let roots = g
-            .roots(
-                ids,
-                &RootQuery {
-                    at,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("roots");
+        let roots = roots_at(g, ids, at).await;
         let mut by_comp: HashMap<usize, u64> = HashMap::new();
         let mut by_root: HashMap<u64, usize> = HashMap::new();
         for (i, &r) in roots.iter().enumerate() {
