@@ -48,6 +48,26 @@ impl Labels<'_> {
     }
 }
 
+/// The brute-force join: each synapse's `[id, pre_sv, post_sv]` with its supervoxels' roots
+/// at `t` appended.
+async fn joined_at(graph: &ChunkedGraph, rows: &[[u64; 3]], t: i64) -> Vec<[u64; 5]> {
+    let svs: Vec<u64> = rows.iter().flat_map(|r| [r[1], r[2]]).collect();
+    let roots = graph
+        .roots(
+            &svs,
+            &RootQuery {
+                at: Some(t),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("roots");
+    rows.iter()
+        .zip(roots.chunks(2))
+        .map(|(&[id, a, b], r)| [id, a, b, r[0], r[1]])
+        .collect()
+}
+
 /// (id, pre_sv, post_sv, pre_root, post_root) rows of a CSV answer, by header names.
 fn csv_rows(text: &str) -> BTreeSet<[u64; 5]> {
     let mut lines = text.lines();
@@ -161,27 +181,8 @@ async fn synapse_queries_match_a_brute_force_join_and_follow_edits() {
     let http = reqwest::Client::new();
 
     // The brute force: roots of every synapse's supervoxels at t.
-    let brute = |t: i64| {
-        let graph = graph.clone();
-        let svs: Vec<u64> = syn.iter().flat_map(|s| [s.pre_sv, s.post_sv]).collect();
-        let rows: Vec<(u64, u64, u64)> = syn.iter().map(|s| (s.id, s.pre_sv, s.post_sv)).collect();
-        async move {
-            let roots = graph
-                .roots(
-                    &svs,
-                    &RootQuery {
-                        at: Some(t),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .expect("roots");
-            rows.iter()
-                .zip(roots.chunks(2))
-                .map(|(&(id, a, b), r)| [id, a, b, r[0], r[1]])
-                .collect::<Vec<[u64; 5]>>()
-        }
-    };
+    let rows: Vec<[u64; 3]> = syn.iter().map(|s| [s.id, s.pre_sv, s.post_sv]).collect();
+    let brute = |t: i64| joined_at(&graph, &rows, t);
     let of_root = |all: &[[u64; 5]], r: u64, dir: &str| -> BTreeSet<[u64; 5]> {
         all.iter()
             .filter(|x| match dir {
@@ -515,22 +516,8 @@ async fn synapse_store_on_googles_emulator() {
         .collect();
     store.write(&syn).await.expect("write");
     let t = cg_bigtable::mutation::now_micros();
-    let svs: Vec<u64> = syn.iter().flat_map(|s| [s.pre_sv, s.post_sv]).collect();
-    let roots = graph
-        .roots(
-            &svs,
-            &RootQuery {
-                at: Some(t),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("roots");
-    let all: Vec<[u64; 5]> = syn
-        .iter()
-        .zip(roots.chunks(2))
-        .map(|(s, r)| [s.id, s.pre_sv, s.post_sv, r[0], r[1]])
-        .collect();
+    let rows: Vec<[u64; 3]> = syn.iter().map(|s| [s.id, s.pre_sv, s.post_sv]).collect();
+    let all = joined_at(&graph, &rows, t).await;
     let mut count: BTreeMap<u64, usize> = BTreeMap::new();
     for x in &all {
         *count.entry(x[3]).or_default() += 1;
